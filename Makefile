@@ -1,0 +1,44 @@
+# VisFuse: `make run` executes the course, `make test` tests it. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.visfuse-installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup run test lab bench publish clean
+
+# Idempotent: re-installs only when pyproject.toml changed or the venv is incomplete.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, transformers, captum, papermill, nbval, visfuse_utils" 
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	@mkdir -p build/notebooks build/results
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (profile $${VISFUSE_PROFILE:-full})"; \
+	  $(BIN)/papermill --cwd notebooks -k python3 --no-progress-bar $$nb build/notebooks/$$(basename $$nb) || exit 1; \
+	done
+	@echo "Executed notebooks: build/notebooks/   results: build/results/"
+
+test: setup
+	VISFUSE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+	  --sanitize-with tests/sanitize.cfg tests notebooks
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+bench: setup
+	$(BIN)/python tests/bench.py
+
+# After a full `make run`: copy the executed notebooks back so GitHub readers see real outputs.
+publish:
+	@for nb in $(NOTEBOOKS); do cp build/notebooks/$$(basename $$nb) $$nb; done
+	$(BIN)/python tests/clean_notebooks.py $(NOTEBOOKS)
+
+clean:
+	rm -rf build data/cache
