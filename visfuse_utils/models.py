@@ -86,3 +86,166 @@ class TextClassifier(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.head(self.encoder(batch["input_ids"], batch["attention_mask"]))
+
+
+# ------------------------------------------------------------------------------ fusion
+# A fusion module takes the two encoders and the batch and returns one vector per sample
+# (or, for late fusion, class logits). Notebook 04 swaps this one argument to compare them.
+
+class LateFusion(nn.Module):
+    """Average of per-modality logits; with ``learned=True`` a softmax-weighted average."""
+
+    def __init__(self, image_dim: int, text_dim: int, n_classes: int, learned: bool = False):
+        super().__init__()
+        self.image_head = nn.Linear(image_dim, n_classes)
+        self.text_head = nn.Linear(text_dim, n_classes)
+        self.weight_logits = nn.Parameter(torch.zeros(2), requires_grad=learned)
+        self.out_dim = n_classes
+
+    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
+        w = torch.softmax(self.weight_logits, 0)
+        return (w[0] * self.image_head(image_encoder(batch["image"]))
+                + w[1] * self.text_head(text_encoder(batch["input_ids"], batch["attention_mask"])))
+
+
+class ConcatFusion(nn.Module):
+    """Pooled image and text features side by side (ConcatBERT-style); the head mixes them."""
+
+    def __init__(self, image_dim: int, text_dim: int):
+        super().__init__()
+        self.out_dim = image_dim + text_dim
+
+    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
+        return torch.cat([image_encoder(batch["image"]),
+                          text_encoder(batch["input_ids"], batch["attention_mask"])], dim=1)
+
+
+class GatedFusion(nn.Module):
+    """A learned per-sample gate g weighs the projected image (g) against the text (1 - g)."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 128):
+        super().__init__()
+        self.image_proj = nn.Linear(image_dim, dim)
+        self.text_proj = nn.Linear(text_dim, dim)
+        self.gate = nn.Linear(image_dim + text_dim, 1)
+        self.out_dim = dim
+        self.last_gate: torch.Tensor | None = None  # kept for plotting
+
+    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
+        h_img = image_encoder(batch["image"])
+        h_txt = text_encoder(batch["input_ids"], batch["attention_mask"])
+        g = torch.sigmoid(self.gate(torch.cat([h_img, h_txt], dim=1)))
+        self.last_gate = g.detach().squeeze(1)
+        return g * torch.tanh(self.image_proj(h_img)) + (1 - g) * torch.tanh(self.text_proj(h_txt))
+
+
+class TokenFusion(nn.Module):
+    """Early fusion (MMBT-style): CNN feature-map cells enter BERT as extra input tokens.
+
+    The sequence becomes ``[CLS] img_1 … img_k word_1 … [SEP]``; image tokens get a
+    learned projection, their own position embedding, and attention-mask ones, so every
+    self-attention layer mixes words and image regions. Output: masked mean of all states.
+    """
+
+    def __init__(self, image_channels: int, text_encoder: "TextEncoder", grid: int = 4):
+        super().__init__()
+        hidden = text_encoder.out_dim
+        self.project = nn.Linear(image_channels, hidden)
+        self.grid = grid
+        self.image_pos = nn.Parameter(torch.zeros(1, grid * grid, hidden))
+        nn.init.normal_(self.image_pos, std=0.02)
+        self.out_dim = hidden
+
+    def image_tokens(self, image_encoder, images: torch.Tensor) -> torch.Tensor:
+        """B x grid² x hidden: the CNN's last feature map, pooled to a grid, one token per cell."""
+        fmap = nn.functional.adaptive_avg_pool2d(image_encoder.feature_map(images), self.grid)
+        return self.project(fmap.flatten(2).transpose(1, 2)) + self.image_pos
+
+    def joint_inputs(self, image_encoder, text_encoder, batch: dict, word_embeds: torch.Tensor | None = None):
+        """(inputs_embeds, attention_mask) of the joint sequence; ``word_embeds`` lets Captum substitute its own."""
+        words = word_embeds if word_embeds is not None else \
+            text_encoder.encoder.get_input_embeddings()(batch["input_ids"])
+        img = self.image_tokens(image_encoder, batch["image"]).to(words.dtype)
+        embeds = torch.cat([words[:, :1], img, words[:, 1:]], dim=1)
+        ones = torch.ones(img.shape[:2], dtype=batch["attention_mask"].dtype, device=img.device)
+        mask = torch.cat([batch["attention_mask"][:, :1], ones, batch["attention_mask"][:, 1:]], dim=1)
+        return embeds, mask
+
+    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
+        embeds, mask = self.joint_inputs(image_encoder, text_encoder, batch)
+        return text_encoder(inputs_embeds=embeds, attention_mask=mask)
+
+
+class FusionClassifier(nn.Module):
+    """``head(fusion(image_encoder, text_encoder, batch))``: one model, any fusion.
+
+    ``modality_dropout`` (training only) blanks each sample's scan or empties its note
+    with that probability, so the model learns to cope when one modality is missing.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: TextEncoder, fusion: nn.Module,
+                 head: nn.Module, modality_dropout: float = 0.0, blank_image_value: float = -2.0,
+                 cls_id: int = 101, sep_id: int = 102):
+        super().__init__()
+        self.image_encoder, self.text_encoder, self.fusion, self.head = image_encoder, text_encoder, fusion, head
+        self.modality_dropout = modality_dropout
+        self.blank_image_value = blank_image_value  # a black scan after data normalisation
+        self.cls_id, self.sep_id = cls_id, sep_id
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        if self.training and self.modality_dropout > 0:
+            batch = drop_modalities(batch, self.modality_dropout, self.blank_image_value, self.sep_id)
+        return self.head(self.fusion(self.image_encoder, self.text_encoder, batch))
+
+
+def drop_modalities(batch: dict, p: float, blank_image_value: float = -2.0, sep_id: int = 102,
+                    generator: torch.Generator | None = None) -> dict:
+    """Blank the scan of some samples and empty the note of others (never both), each with probability p.
+
+    An empty note keeps only ``[CLS] [SEP]``, exactly what the tokenizer gives for "".
+    """
+    n = len(batch["label"])
+    r = torch.rand(n, generator=generator).to(batch["image"].device)
+    drop_img, drop_txt = r < p, (r >= p) & (r < 2 * p)
+    out = dict(batch)
+    out["image"] = torch.where(drop_img[:, None, None, None],
+                               torch.full_like(batch["image"], blank_image_value), batch["image"])
+    ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+    ids[drop_txt, 1:] = 0
+    mask[drop_txt, 2:] = 0
+    ids[drop_txt, 1] = sep_id
+    out["input_ids"], out["attention_mask"] = ids, mask
+    return out
+
+
+def mlp_head(in_dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.1) -> nn.Sequential:
+    """The classification head on fused features: one hidden layer."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+FUSIONS = ("late", "late_learned", "concat", "gated", "token")
+
+
+def build_fusion_model(kind: str, text_model: nn.Module, n_classes: int, in_channels: int = 1,
+                       modality_dropout: float = 0.0, cls_id: int = 101, sep_id: int = 102) -> FusionClassifier:
+    """A fresh ``FusionClassifier`` of one of ``FUSIONS`` around a Hugging Face encoder.
+
+    The same call rebuilds the architecture that a checkpoint was saved from (notebook 05).
+    """
+    image_encoder, text_encoder = SmallCNN(in_channels), TextEncoder(text_model)
+    di, dt = image_encoder.out_dim, text_encoder.out_dim
+    if kind in ("late", "late_learned"):
+        fusion, head = LateFusion(di, dt, n_classes, learned=kind == "late_learned"), nn.Identity()
+    elif kind == "concat":
+        fusion = ConcatFusion(di, dt)
+        head = mlp_head(fusion.out_dim, n_classes)
+    elif kind == "gated":
+        fusion = GatedFusion(di, dt)
+        head = mlp_head(fusion.out_dim, n_classes)
+    elif kind == "token":
+        fusion = TokenFusion(image_encoder.map_channels, text_encoder)
+        head = mlp_head(fusion.out_dim, n_classes)
+    else:
+        raise ValueError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")
+    return FusionClassifier(image_encoder, text_encoder, fusion, head, modality_dropout=modality_dropout,
+                            cls_id=cls_id, sep_id=sep_id)
