@@ -499,9 +499,9 @@ def split(data: MultimodalData, val: float = 0.15, test: float = 0.15, seed: int
     if counts[counts > 0].min() < 3:
         raise DataError(f"{data.source}: every class needs at least 3 samples to be split three ways; "
                         f"class counts are {dict(zip(data.class_names, counts.tolist()))}.")
-    rest, test_idx = train_test_split(idx, test_size=test, stratify=data.labels, random_state=seed)
-    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), stratify=data.labels[rest],
-                                          random_state=seed)
+    n_test, n_val = round(test * len(data)), round(val * len(data))
+    rest, test_idx = train_test_split(idx, test_size=n_test, stratify=data.labels, random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=n_val, stratify=data.labels[rest], random_state=seed)
     return data.subset(np.sort(train_idx)), data.subset(np.sort(val_idx)), data.subset(np.sort(test_idx))
 
 

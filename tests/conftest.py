@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny random BERT (fast, offline) for model tests."""
+import pytest
+import torch
+
+
+@pytest.fixture()
+def tiny_bert():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+def make_batch(n=6, length=10, image_size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (n, length), generator=g)
+    ids[:, 0], ids[:, -1] = 101 % 120, 102 % 120
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[0, 6:] = 0
+    return {"image": torch.randn(n, 1, image_size, image_size, generator=g), "input_ids": ids,
+            "attention_mask": mask, "label": torch.arange(n) % 3}

@@ -1,0 +1,61 @@
+"""Every fusion: output shapes, gradients reach both encoders, missing modalities, the token mask."""
+import pytest
+import torch
+
+from visfuse_utils import models as M
+
+from conftest import make_batch
+
+
+@pytest.mark.parametrize("kind", M.FUSIONS)
+def test_fusion_shapes_and_gradients(kind, tiny_bert):
+    model = M.build_fusion_model(kind, tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120)
+    batch = make_batch()
+    logits = model(batch)
+    assert logits.shape == (6, 3)
+    torch.nn.functional.cross_entropy(logits, batch["label"]).backward()
+    cnn_grad = model.image_encoder.features[0][0].weight.grad
+    bert_grad = model.text_encoder.encoder.embeddings.word_embeddings.weight.grad
+    assert cnn_grad is not None and cnn_grad.abs().sum() > 0
+    assert bert_grad is not None and bert_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", M.FUSIONS)
+def test_missing_modality_forward(kind, tiny_bert):
+    model = M.build_fusion_model(kind, tiny_bert, n_classes=3, sep_id=102 % 120).eval()
+    batch = make_batch()
+    dropped = M.drop_modalities(batch, p=0.5, sep_id=102 % 120, generator=torch.Generator().manual_seed(1))
+    blank_scan = (dropped["image"] == -2.0).flatten(1).all(1)
+    empty_note = dropped["attention_mask"].sum(1) == 2
+    assert blank_scan.any() and empty_note.any() and not (blank_scan & empty_note).any()
+    assert (dropped["input_ids"][empty_note, 1] == 102 % 120).all()
+    out = model(dropped)
+    assert out.shape == (6, 3) and torch.isfinite(out).all()
+
+
+def test_token_fusion_mask_covers_image_tokens(tiny_bert):
+    model = M.build_fusion_model("token", tiny_bert, n_classes=3)
+    batch = make_batch()
+    embeds, mask = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch)
+    k = model.fusion.grid ** 2
+    assert embeds.shape == (6, 10 + k, 32) and mask.shape == (6, 10 + k)
+    assert (mask[:, 1:1 + k] == 1).all()  # every image token is attended to
+    assert torch.equal(mask[:, 1 + k:], batch["attention_mask"][:, 1:])  # text padding stays masked
+    # attention really mixes: changing the image changes the text positions' states
+    states = model.text_encoder.token_states(inputs_embeds=embeds, attention_mask=mask)
+    batch2 = dict(batch, image=batch["image"] + 1)
+    e2, m2 = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch2)
+    states2 = model.text_encoder.token_states(inputs_embeds=e2, attention_mask=m2)
+    assert not torch.allclose(states[:, -1], states2[:, -1])
+
+
+def test_text_encoder_ignores_padding(tiny_bert):
+    enc = M.TextEncoder(tiny_bert).eval()
+    ids = torch.tensor([[1, 7, 8, 9, 2, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+    assert torch.allclose(enc(ids, mask), enc(ids[:, :5], mask[:, :5]), atol=1e-5)
+
+
+def test_unknown_fusion_is_a_clear_error(tiny_bert):
+    with pytest.raises(ValueError, match="unknown fusion 'sum'"):
+        M.build_fusion_model("sum", tiny_bert, 3)
