@@ -1,0 +1,371 @@
+"""Captum for the fusion models, scored against SynthScan's ground truth (notebook 05).
+
+Three concerns live here:
+
+* ``FusionExplainer`` -- the one wrapper that makes Captum work with a ``FusionClassifier``
+  around a Hugging Face encoder: plain-tensor forward functions (Captum cannot pass a batch
+  dict), the text baseline, token-to-word merging with the fast tokenizer's offsets, an
+  ``internal_batch_size`` sized by device, and a text-feature cache that spares image
+  methods a BERT pass per step when the fusion allows it.
+* Localization against ground truth: ``mask_mass_fraction``, ``pointing_game``,
+  ``span_mass_fraction`` and their chance levels.
+* Sanity checks: exact two-player Shapley values per modality, model-parameter
+  randomisation (Adebayo et al., 2018) with rank correlations.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def default_internal_batch_size(device) -> int:
+    """How many interpolation steps Captum sends through the model at once.
+
+    Bounds memory: IG with 50 steps on a batch would otherwise run 50 x batch inputs in one
+    pass. 64 fits a 16 GB GPU with BERT-base and a 96-token note; the CPU gains nothing
+    from more than 32.
+    """
+    return 64 if torch.device(device).type == "cuda" else 32
+
+
+class _FixedText:
+    """Stands in for the text encoder and returns features computed once beforehand."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+    def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
+        return self.features
+
+
+@dataclass
+class TextAttribution:
+    """One note's attribution, merged from word pieces to words."""
+
+    text: str
+    words: list[str]
+    word_spans: list[tuple[int, int]]  # character spans of the words in ``text``
+    scores: np.ndarray  # one score per word
+    delta: float = float("nan")  # IG completeness gap (nan for methods without one)
+
+
+class FusionExplainer:
+    """Captum's view of a ``FusionClassifier``: tensors in, class logits out.
+
+    Captum calls ``forward_func(*inputs, *additional_forward_args)`` and repeats every
+    tensor argument along the batch for its steps or perturbations. The model takes a
+    batch dict, so the forwards below rebuild it; ``image_forward`` puts the scan first
+    (for image methods), ``text_forward`` the token ids (for ``LayerIntegratedGradients``
+    on ``word_embeddings``), ``embedding_forward`` the word embeddings themselves (for
+    perturbation metrics in embedding space). The attention mask always travels along,
+    so padding never receives attribution.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int = 96,
+                 internal_batch_size: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.device = next(model.parameters()).device
+        self.internal_batch_size = internal_batch_size or default_internal_batch_size(self.device)
+        self.word_embeddings: nn.Embedding = model.text_encoder.encoder.get_input_embeddings()
+        self.blank_value = float(model.blank_image_value)
+        self.cls_id, self.sep_id = model.cls_id, model.sep_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    # ------------------------------------------------------------------ forwards
+    def image_forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits, scan first. With ``text_features`` (see ``text_features``) BERT is skipped."""
+        batch = {"image": images, "input_ids": input_ids, "attention_mask": attention_mask}
+        text_encoder = self.model.text_encoder if text_features is None else _FixedText(text_features)
+        return self.model.head(self.model.fusion(self.model.image_encoder, text_encoder, batch))
+
+    def text_forward(self, input_ids: torch.Tensor, images: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits, token ids first: the forward for Captum's layer methods on ``word_embeddings``."""
+        return self.image_forward(images, input_ids, attention_mask)
+
+    def embedding_forward(self, word_embeds: torch.Tensor, images: torch.Tensor,
+                          attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from word embeddings: a hook swaps them in wherever the fusion looks tokens up."""
+        ids = torch.full(word_embeds.shape[:2], self.pad_id, dtype=torch.long, device=word_embeds.device)
+        handle = self.word_embeddings.register_forward_hook(lambda module, inputs, output: word_embeds)
+        try:
+            return self.image_forward(images, ids, attention_mask)
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The pooled note features, or None when the fusion mixes the scan into BERT (token fusion)."""
+        if hasattr(self.model.fusion, "joint_inputs"):
+            return None
+        return self.model.text_encoder(input_ids, attention_mask)
+
+    # ------------------------------------------------------------------ inputs
+    def encode(self, texts: list[str]):
+        """Fast-tokenizer encoding (ids, mask, offsets) with the dataset's truncation."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                              return_offsets_mapping=True, return_tensors="pt")
+
+    def text_baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[CLS] [PAD] ... [PAD] [SEP]``: the note's length and frame, every word removed."""
+        base = torch.where((input_ids == self.cls_id) | (input_ids == self.sep_id), input_ids,
+                           torch.full_like(input_ids, self.pad_id))
+        return base
+
+    def empty_notes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` empty notes, ``[CLS] [SEP]``: what the tokenizer gives for "" and what
+        ``models.drop_modalities`` leaves unmasked."""
+        ids = torch.tensor([[self.cls_id, self.sep_id]] * n, device=self.device)
+        return ids, torch.ones_like(ids)
+
+    def blank_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Black scans, ``model.blank_image_value`` everywhere: the missing scan of notebook 04."""
+        return torch.full_like(images, self.blank_value)
+
+    # ------------------------------------------------------------------ text methods
+    def explain_texts(self, texts: list[str], images: torch.Tensor, targets: list[int],
+                      method: str = "lig", n_steps: int = 50, progress: bool = True) -> list[TextAttribution]:
+        """Word attributions of each note, one note at a time (no padding to attribute).
+
+        ``method``: ``"lig"`` (``LayerIntegratedGradients`` on ``word_embeddings``, baseline
+        ``text_baseline``) or ``"grad_x_input"`` (``LayerGradientXActivation``, its one-step
+        cousin). Token scores are summed over the embedding dimension, then over the word
+        pieces of each word (``word_ids``).
+        """
+        from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+        from tqdm.auto import tqdm
+
+        if method == "lig":
+            explainer = LayerIntegratedGradients(self.text_forward, self.word_embeddings)
+        elif method == "grad_x_input":
+            explainer = LayerGradientXActivation(self.text_forward, self.word_embeddings)
+        else:
+            raise ValueError(f"method must be 'lig' or 'grad_x_input', got {method!r}")
+        out = []
+        for k in tqdm(range(len(texts)), desc=method, leave=False, disable=not progress):
+            enc = self.encode([texts[k]])
+            ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+            image = images[k:k + 1].to(self.device)
+            delta = float("nan")
+            if method == "lig":
+                attr, d = explainer.attribute(ids, baselines=self.text_baseline(ids), target=int(targets[k]),
+                                              additional_forward_args=(image, mask), n_steps=n_steps,
+                                              internal_batch_size=self.internal_batch_size,
+                                              return_convergence_delta=True)
+                delta = float(d.abs().item())
+            else:
+                attr = explainer.attribute(ids, target=int(targets[k]), additional_forward_args=(image, mask))
+            token_scores = attr.sum(-1)[0].detach().cpu().numpy()
+            words, spans, scores = merge_word_pieces(token_scores, enc.word_ids(0),
+                                                     enc["offset_mapping"][0].tolist(), texts[k])
+            out.append(TextAttribution(texts[k], words, spans, scores, delta))
+        return out
+
+
+def merge_word_pieces(token_scores: np.ndarray, word_ids: list[int | None], offsets: list[tuple[int, int]],
+                      text: str) -> tuple[list[str], list[tuple[int, int]], np.ndarray]:
+    """Sum word-piece scores into words; special tokens (``word_id`` None) are dropped.
+
+    Returns the words, their character spans in ``text`` (from the fast tokenizer's offsets)
+    and one score per word.
+    """
+    spans: dict[int, list[int]] = {}
+    sums: dict[int, float] = {}
+    for score, wid, (start, end) in zip(token_scores, word_ids, offsets):
+        if wid is None:
+            continue
+        if wid not in spans:
+            spans[wid], sums[wid] = [start, end], 0.0
+        spans[wid][1] = end
+        sums[wid] += float(score)
+    order = sorted(spans)
+    word_spans = [(spans[w][0], spans[w][1]) for w in order]
+    return [text[s:e] for s, e in word_spans], word_spans, np.array([sums[w] for w in order])
+
+
+# ---------------------------------------------------------------------- localization
+def mask_mass_fraction(attr: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the positive attribution that lies inside the mask (nan when nothing is positive).
+
+    A map that ignores the lesion scores the mask's area fraction on average: that is chance.
+    """
+    pos = np.clip(np.asarray(attr, dtype=np.float64), 0, None)
+    total = pos.sum()
+    return float(pos[np.asarray(mask, bool)].sum() / total) if total > 0 else float("nan")
+
+
+def pointing_game(attr: np.ndarray, mask: np.ndarray) -> float:
+    """1.0 when the map's maximum falls inside the mask, else 0.0 (chance: the mask's area fraction)."""
+    attr = np.asarray(attr)
+    return float(np.asarray(mask, bool).flat[int(np.argmax(attr))])
+
+
+def words_in_spans(word_spans: list[tuple[int, int]], evidence_spans: list[tuple[int, int]]) -> np.ndarray:
+    """For each word, whether its character span overlaps an evidence span."""
+    return np.array([any(s < e2 and s2 < e for s2, e2 in evidence_spans) for s, e in word_spans], bool)
+
+
+def span_mass_fraction(word_attr: np.ndarray, word_spans: list[tuple[int, int]],
+                       evidence_spans: list[tuple[int, int]]) -> float:
+    """Share of the positive word attribution on evidence words (chance: ``words_in_spans(...).mean()``)."""
+    pos = np.clip(np.asarray(word_attr, dtype=np.float64), 0, None)
+    total = pos.sum()
+    return float(pos[words_in_spans(word_spans, evidence_spans)].sum() / total) if total > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------- modality shares
+@torch.no_grad()
+def modality_values(explainer: FusionExplainer, images: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Class probabilities for the four coalitions of {scan, note}: 4 forward passes per sample.
+
+    Keys: ``"both"``, ``"image"`` (note emptied), ``"text"`` (scan blanked), ``"none"``.
+    The note's features are computed once for the full and once for the empty note.
+    """
+    images, input_ids, attention_mask = (t.to(explainer.device) for t in (images, input_ids, attention_mask))
+    empty_ids, empty_mask = explainer.empty_notes(len(images))
+    blank = explainer.blank_images(images)
+    full_txt = explainer.text_features(input_ids, attention_mask)
+    empty_txt = explainer.text_features(empty_ids, empty_mask)
+
+    def prob(img, ids, mask, feats):
+        return torch.softmax(explainer.image_forward(img, ids, mask, feats).float(), 1).cpu()
+
+    return {"both": prob(images, input_ids, attention_mask, full_txt),
+            "image": prob(images, empty_ids, empty_mask, empty_txt),
+            "text": prob(blank, input_ids, attention_mask, full_txt),
+            "none": prob(blank, empty_ids, empty_mask, empty_txt)}
+
+
+def modality_shapley(values: dict[str, torch.Tensor], target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Shapley values of the two modalities for the probability of ``target``.
+
+    With two players the Shapley value averages a player's marginal contribution over the
+    two orders: phi_image = ((v(I) - v(0)) + (v(IT) - v(T))) / 2, likewise for the text;
+    phi_image + phi_text = v(IT) - v(0) (efficiency).
+    """
+    idx = torch.as_tensor(target).long().view(-1, 1)
+    v = {k: p.gather(1, idx).squeeze(1).numpy().astype(np.float64) for k, p in values.items()}
+    phi_image = 0.5 * ((v["image"] - v["none"]) + (v["both"] - v["text"]))
+    phi_text = 0.5 * ((v["text"] - v["none"]) + (v["both"] - v["image"]))
+    return phi_image, phi_text
+
+
+# ---------------------------------------------------------------------- sanity checks
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer re-initialised (head, fusion, both encoders).
+
+    Adebayo et al. (2018): a method whose maps survive this unchanged explains the input,
+    not the model.
+    """
+    torch.manual_seed(seed)
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if hasattr(module, "reset_parameters") and module is not clone:
+            module.reset_parameters()
+    if hasattr(clone.fusion, "image_pos"):
+        nn.init.normal_(clone.fusion.image_pos, std=0.02)
+    return clone.eval()
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of two attributions' absolute values (flattened)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.abs(np.ravel(a)), np.abs(np.ravel(b))
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def gaussian_perturbation(std: float):
+    """A perturbation for ``captum.metrics.infidelity``: Gaussian noise I, input x - I."""
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn_like(inputs) * std
+        return noise, inputs - noise
+    return perturb
+
+
+# ---------------------------------------------------------------------- figures
+def show_attribution(ax, image: np.ndarray, attr: np.ndarray, mask: np.ndarray | None = None,
+                     title: str = "", alpha: float = 0.55):
+    """A scan (C x H x W uint8) in grey, the positive attribution as a heat map, the lesion outlined."""
+    ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+    pos = np.clip(attr, 0, None)
+    top = pos.max() if pos.max() > 0 else 1.0
+    ax.imshow(np.ma.masked_less_equal(pos / top, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=alpha)
+    if mask is not None and mask.any():
+        ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.9)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def highlight_note(ax, attribution: TextAttribution, evidence_spans: list[tuple[int, int]] | None = None,
+                   width: int = 48, title: str = ""):
+    """The note as text, each word on a green (for) or red (against) background; evidence underlined."""
+    scores = attribution.scores
+    top = np.abs(scores).max() if len(scores) and np.abs(scores).max() > 0 else 1.0
+    evidence = (words_in_spans(attribution.word_spans, evidence_spans) if evidence_spans is not None
+                else np.zeros(len(scores), bool))
+    ax.axis("off")
+    ax.set_xlim(0, width)
+    line, col, prev_end, rows = 0, 0, None, []
+    for word, (s, e), score, ev in zip(attribution.words, attribution.word_spans, scores, evidence):
+        gap = 1 if prev_end is not None and s > prev_end else 0
+        if col + gap + len(word) > width:
+            line, col, gap = line + 1, 0, 0
+        col += gap
+        rows.append((word, col, line, score / top, ev))
+        col += len(word)
+        prev_end = e
+    n_lines = line + 1
+    ax.set_ylim(n_lines + 0.5, -0.8)
+    for word, x, y, s, ev in rows:
+        color = (0.1, 0.65, 0.2, min(1.0, abs(s))) if s > 0 else (0.85, 0.15, 0.1, min(1.0, abs(s)))
+        ax.text(x, y, word, family="monospace", fontsize=8.5, va="center", ha="left",
+                bbox=dict(boxstyle="square,pad=0.05", fc=color, ec="none"))
+        if ev:
+            ax.plot([x, x + len(word)], [y + 0.42, y + 0.42], color="tab:blue", lw=1.2)
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+# ---------------------------------------------------------------------- benchmark
+def benchmark_ig(model: nn.Module, tokenizer, data, n: int = 8, n_steps: int = 50,
+                 device="cpu") -> dict[str, float]:
+    """Attributions per second for image IG (black baseline) and text LIG on ``n`` samples of ``data``.
+
+    For ``make bench``: ``data`` is a ``MultimodalData``; the model is used as it is (trained
+    or not: the cost does not depend on the weights).
+    """
+    from captum.attr import IntegratedGradients
+
+    from .data import MultimodalDataset, collate
+
+    model = model.to(device).eval()
+    ex = FusionExplainer(model, tokenizer)
+    ds = MultimodalDataset(data.subset(np.arange(min(n, len(data)))), tokenizer)
+    batch = collate([ds[i] for i in range(len(ds))], pad_id=ex.pad_id)
+    images, ids, mask = (batch[k].to(ex.device) for k in ("image", "input_ids", "attention_mask"))
+    targets = batch["label"].to(ex.device)
+    start = time.perf_counter()
+    IntegratedGradients(ex.image_forward).attribute(
+        images, baselines=ex.blank_value, target=targets, n_steps=n_steps,
+        additional_forward_args=(ids, mask, ex.text_features(ids, mask)),
+        internal_batch_size=ex.internal_batch_size)
+    image_rate = len(images) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    ex.explain_texts(list(ds.data.texts), images, targets.tolist(), "lig", n_steps=n_steps, progress=False)
+    text_rate = len(images) / (time.perf_counter() - start)
+    return {"image_ig_per_s": image_rate, "text_lig_per_s": text_rate, "n_steps": n_steps,
+            "device": str(ex.device)}
