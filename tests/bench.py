@@ -1,0 +1,67 @@
+"""`make bench`: throughput figures for docs/benchmarks.md (never asserted in tests).
+
+Prints one line per measurement; `--quick` shrinks every size (used by a test that only
+checks the script runs).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+import visfuse_utils as vf
+from visfuse_utils import data, models, text, train
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_generation(n: int) -> None:
+    torch.set_num_threads(1)
+    secs = timed(lambda: data.make_synthscan(n, seed=0, image_size=64), repeat=2)
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"synthscan generation: {n} samples (64 px) in {secs:.2f} s = {n / secs:,.0f} samples/s (1 thread)")
+
+
+def _train_throughput(model, loader, device, param_groups=None) -> float:
+    hist = train.fit(model, loader, loader, epochs=1, lr=1e-4, device=device, progress=False, param_groups=param_groups)
+    return len(loader.dataset) / hist.seconds  # includes the validation pass over the same data
+
+
+def bench_training(n: int, device) -> None:
+    d = data.make_synthscan(n, seed=0, image_size=64)
+    tok, enc, how = text.load_text_model()
+    vf.set_seed(0)
+    cnn = _train_throughput(models.ImageClassifier(models.SmallCNN(), 3), data.make_loader(d, None, 64, True), device)
+    print(f"CNN training: {cnn:,.0f} samples/s (SmallCNN, 64 px, batch 64, train + eval pass)")
+    loader = data.make_loader(d, tok, 32, True)
+    txt = _train_throughput(models.TextClassifier(models.TextEncoder(enc), 3), loader, device)
+    print(f"text model training: {txt:,.1f} samples/s (MiniLM-L6 from {how}, batch 32, full fine-tuning)")
+    for kind in ("concat", "token"):
+        _, enc_k, _ = text.load_text_model()
+        fus = _train_throughput(models.build_fusion_model(kind, enc_k, 3), loader, device)
+        print(f"fusion training ({kind}): {fus:,.1f} samples/s = {fus / txt:.2f} x the text-only model")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, only to check the script runs")
+    args = ap.parse_args()
+    device = vf.get_device()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_generation(200 if args.quick else 10_000)
+    bench_training(64 if args.quick else 512, device)
+
+
+if __name__ == "__main__":
+    main()
