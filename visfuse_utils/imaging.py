@@ -85,15 +85,23 @@ def flatten_background(image: np.ndarray, scale: float = BACKGROUND_SCALE) -> np
     return x - filters.gaussian(x, sigma=scale * x.shape[-1], preserve_range=True)
 
 
-def _mask_from_flat(flat: np.ndarray, classes: int, min_contrast: float, min_area: float):
-    """Threshold -> opening -> components -> brightest component, filled; shared by both segmenters."""
+def segment_flattened(flat: np.ndarray, classes: int = 3, min_contrast: float = 0.12,
+                      min_area: float = 0.002) -> tuple[np.ndarray, dict]:
+    """Threshold -> opening -> connected components -> brightest component, holes filled.
+
+    ``flat`` is a denoised, background-flattened scan (H x W float). Returns the mask and
+    the intermediate results (threshold, binary, opened, components, contrast) for display.
+    """
     from scipy import ndimage as ndi
     from skimage import filters, measure, morphology
 
-    if classes == 2:
-        threshold = float(filters.threshold_otsu(flat))
-    else:
-        threshold = float(filters.threshold_multiotsu(flat, classes=classes, nbins=64)[-1])
+    try:
+        if classes == 2:
+            threshold = float(filters.threshold_otsu(flat))
+        else:
+            threshold = float(filters.threshold_multiotsu(flat, classes=classes, nbins=64)[-1])
+    except ValueError:  # too few gray levels to split (a blank scan): nothing stands out
+        threshold = float(np.max(flat))
     binary = flat > threshold
     opened = morphology.opening(binary, morphology.disk(1))
     labels = measure.label(opened)
@@ -124,7 +132,7 @@ def segment_lesion(image: np.ndarray, classes: int = 3, min_contrast: float = 0.
     """
     smooth = denoise(image, "gaussian", 1.0)
     flat = flatten_background(smooth)
-    mask, steps = _mask_from_flat(flat, classes, min_contrast, min_area)
+    mask, steps = segment_flattened(flat, classes, min_contrast, min_area)
     if return_steps:
         return mask, {"denoised": smooth, "flattened": flat, **steps}
     return mask
@@ -150,7 +158,7 @@ def segment_lesions(images: np.ndarray, classes: int = 3, min_contrast: float = 
     width = x.shape[-1]
     flat = smooth - filters.gaussian(smooth, sigma=(0, BACKGROUND_SCALE * width, BACKGROUND_SCALE * width),
                                      preserve_range=True)
-    masks = [_mask_from_flat(f, classes, min_contrast, min_area)[0]
+    masks = [segment_flattened(f, classes, min_contrast, min_area)[0]
              for f in tqdm(flat, desc="segment", leave=False, disable=not progress)]
     return np.stack(masks)
 

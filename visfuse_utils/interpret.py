@@ -33,16 +33,6 @@ def default_internal_batch_size(device) -> int:
     return 64 if torch.device(device).type == "cuda" else 32
 
 
-class _FixedText:
-    """Stands in for the text encoder and returns features computed once beforehand."""
-
-    def __init__(self, features: torch.Tensor):
-        self.features = features
-
-    def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
-        return self.features
-
-
 @dataclass
 class TextAttribution:
     """One note's attribution, merged from word pieces to words."""
@@ -51,7 +41,8 @@ class TextAttribution:
     words: list[str]
     word_spans: list[tuple[int, int]]  # character spans of the words in ``text``
     scores: np.ndarray  # one score per word
-    delta: float = float("nan")  # IG completeness gap (nan for methods without one)
+    delta: float = float("nan")  # IG completeness gap: sum of attributions - (f(x) - f(baseline))
+    embedding_attr: torch.Tensor | None = None  # 1 x tokens x hidden, for infidelity in embedding space
 
 
 class FusionExplainer:
@@ -83,8 +74,9 @@ class FusionExplainer:
                       text_features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits, scan first. With ``text_features`` (see ``text_features``) BERT is skipped."""
         batch = {"image": images, "input_ids": input_ids, "attention_mask": attention_mask}
-        text_encoder = self.model.text_encoder if text_features is None else _FixedText(text_features)
-        return self.model.head(self.model.fusion(self.model.image_encoder, text_encoder, batch))
+        if text_features is not None:
+            batch["text_features"] = text_features
+        return self.model(batch)
 
     def text_forward(self, input_ids: torch.Tensor, images: torch.Tensor,
                      attention_mask: torch.Tensor) -> torch.Tensor:
@@ -104,7 +96,7 @@ class FusionExplainer:
     @torch.no_grad()
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """The pooled note features, or None when the fusion mixes the scan into BERT (token fusion)."""
-        if hasattr(self.model.fusion, "joint_inputs"):
+        if getattr(self.model.fusion, "needs_encoders", False):
             return None
         return self.model.text_encoder(input_ids, attention_mask)
 
@@ -160,13 +152,13 @@ class FusionExplainer:
                                               additional_forward_args=(image, mask), n_steps=n_steps,
                                               internal_batch_size=self.internal_batch_size,
                                               return_convergence_delta=True)
-                delta = float(d.abs().item())
+                delta = float(d.item())
             else:
                 attr = explainer.attribute(ids, target=int(targets[k]), additional_forward_args=(image, mask))
             token_scores = attr.sum(-1)[0].detach().cpu().numpy()
             words, spans, scores = merge_word_pieces(token_scores, enc.word_ids(0),
                                                      enc["offset_mapping"][0].tolist(), texts[k])
-            out.append(TextAttribution(texts[k], words, spans, scores, delta))
+            out.append(TextAttribution(texts[k], words, spans, scores, delta, attr.detach().cpu()))
         return out
 
 

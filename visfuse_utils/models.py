@@ -89,8 +89,9 @@ class TextClassifier(nn.Module):
 
 
 # ------------------------------------------------------------------------------ fusion
-# A fusion module takes the two encoders and the batch and returns one vector per sample
-# (or, for late fusion, class logits). Notebook 04 swaps this one argument to compare them.
+# A vector fusion takes the pooled image and text features (B x d_img, B x d_txt) and
+# returns one vector per sample (late fusion: class logits). Token fusion instead needs
+# the encoders themselves (``needs_encoders = True``). Notebook 04 swaps this one argument.
 
 class LateFusion(nn.Module):
     """Average of per-modality logits; with ``learned=True`` a softmax-weighted average."""
@@ -102,10 +103,9 @@ class LateFusion(nn.Module):
         self.weight_logits = nn.Parameter(torch.zeros(2), requires_grad=learned)
         self.out_dim = n_classes
 
-    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
+    def forward(self, h_img: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
         w = torch.softmax(self.weight_logits, 0)
-        return (w[0] * self.image_head(image_encoder(batch["image"]))
-                + w[1] * self.text_head(text_encoder(batch["input_ids"], batch["attention_mask"])))
+        return w[0] * self.image_head(h_img) + w[1] * self.text_head(h_txt)
 
 
 class ConcatFusion(nn.Module):
@@ -115,9 +115,8 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.out_dim = image_dim + text_dim
 
-    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
-        return torch.cat([image_encoder(batch["image"]),
-                          text_encoder(batch["input_ids"], batch["attention_mask"])], dim=1)
+    def forward(self, h_img: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h_img, h_txt], dim=1)
 
 
 class GatedFusion(nn.Module):
@@ -131,9 +130,7 @@ class GatedFusion(nn.Module):
         self.out_dim = dim
         self.last_gate: torch.Tensor | None = None  # kept for plotting
 
-    def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
-        h_img = image_encoder(batch["image"])
-        h_txt = text_encoder(batch["input_ids"], batch["attention_mask"])
+    def forward(self, h_img: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
         g = torch.sigmoid(self.gate(torch.cat([h_img, h_txt], dim=1)))
         self.last_gate = g.detach().squeeze(1)
         return g * torch.tanh(self.image_proj(h_img)) + (1 - g) * torch.tanh(self.text_proj(h_txt))
@@ -146,6 +143,8 @@ class TokenFusion(nn.Module):
     learned projection, their own position embedding, and attention-mask ones, so every
     self-attention layer mixes words and image regions. Output: masked mean of all states.
     """
+
+    needs_encoders = True
 
     def __init__(self, image_channels: int, text_encoder: "TextEncoder", grid: int = 4):
         super().__init__()
@@ -177,10 +176,12 @@ class TokenFusion(nn.Module):
 
 
 class FusionClassifier(nn.Module):
-    """``head(fusion(image_encoder, text_encoder, batch))``: one model, any fusion.
+    """``head(fusion(image features, text features))``: one model, any fusion (MultiBench's MMDL).
 
-    ``modality_dropout`` (training only) blanks each sample's scan or empties its note
-    with that probability, so the model learns to cope when one modality is missing.
+    Batches may carry ``image_features`` / ``text_features`` precomputed by frozen encoders
+    (``train.cache_features``); then the encoders are skipped and a fusion trains in seconds.
+    ``modality_dropout`` (training only) blanks each sample's scan or empties its note with
+    that probability, so the model learns to cope when one modality is missing.
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: TextEncoder, fusion: nn.Module,
@@ -191,23 +192,43 @@ class FusionClassifier(nn.Module):
         self.modality_dropout = modality_dropout
         self.blank_image_value = blank_image_value  # a black scan after data normalisation
         self.cls_id, self.sep_id = cls_id, sep_id
+        self.blank_features: dict[str, torch.Tensor] | None = None  # set by train.cache_features
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled (image, text) features: precomputed ones when the batch has them."""
+        h_img = batch["image_features"] if "image_features" in batch else self.image_encoder(batch["image"])
+        h_txt = batch["text_features"] if "text_features" in batch else \
+            self.text_encoder(batch["input_ids"], batch["attention_mask"])
+        return h_img, h_txt
 
     def forward(self, batch: dict) -> torch.Tensor:
         if self.training and self.modality_dropout > 0:
-            batch = drop_modalities(batch, self.modality_dropout, self.blank_image_value, self.sep_id)
-        return self.head(self.fusion(self.image_encoder, self.text_encoder, batch))
+            batch = drop_modalities(batch, self.modality_dropout, self.blank_image_value, self.sep_id,
+                                    blank_features=self.blank_features)
+        if getattr(self.fusion, "needs_encoders", False):
+            return self.head(self.fusion(self.image_encoder, self.text_encoder, batch))
+        return self.head(self.fusion(*self.encode(batch)))
 
 
 def drop_modalities(batch: dict, p: float, blank_image_value: float = -2.0, sep_id: int = 102,
-                    generator: torch.Generator | None = None) -> dict:
+                    generator: torch.Generator | None = None,
+                    blank_features: dict[str, torch.Tensor] | None = None) -> dict:
     """Blank the scan of some samples and empty the note of others (never both), each with probability p.
 
     An empty note keeps only ``[CLS] [SEP]``, exactly what the tokenizer gives for "".
+    For precomputed features, the rows become the features of a blank scan / an empty note.
     """
     n = len(batch["label"])
-    r = torch.rand(n, generator=generator).to(batch["image"].device)
+    r = torch.rand(n, generator=generator).to(batch["label"].device)
     drop_img, drop_txt = r < p, (r >= p) & (r < 2 * p)
     out = dict(batch)
+    if "image_features" in batch:
+        if blank_features is None:
+            raise ValueError("modality dropout on precomputed features needs blank_features (train.cache_features)")
+        dev = batch["image_features"].device
+        out["image_features"] = torch.where(drop_img[:, None], blank_features["image"].to(dev), batch["image_features"])
+        out["text_features"] = torch.where(drop_txt[:, None], blank_features["text"].to(dev), batch["text_features"])
+        return out
     out["image"] = torch.where(drop_img[:, None, None, None],
                                torch.full_like(batch["image"], blank_image_value), batch["image"])
     ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()

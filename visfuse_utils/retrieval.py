@@ -1,0 +1,302 @@
+"""Contrastive image–text alignment (CLIP-style), retrieval metrics and zero-shot prompts (notebook 06).
+
+Two towers map a scan and a caption into one shared space where a matching pair has a
+high cosine similarity: the image tower is ``models.SmallCNN`` with a projection head,
+the text tower a BERT-family encoder (``models.TextEncoder``, kept frozen here so its
+caption features are computed once) with a small MLP head. Training uses the symmetric
+InfoNCE loss of ``losses.info_nce`` with a learned, clamped temperature. Once aligned,
+the same space answers free-text queries (text -> image), finds captions for a scan
+(image -> text) and classifies by prompts without any labels (zero-shot).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import MultimodalData, make_loader
+from .losses import info_nce
+
+
+# ------------------------------------------------------------------------------- model
+class ContrastiveModel(nn.Module):
+    """Image tower + text tower projected into one ``dim``-dimensional unit sphere, with a learned temperature.
+
+    Image tower: the CNN's feature map, averaged over a ``grid`` x ``grid`` grid of regions
+    (not over the whole scan: captions say *where* a lesion is, and a global average
+    forgets where), then a linear projection. Text tower: the frozen ``text_encoder``'s
+    mean-pooled features, then a two-layer MLP (the only trainable part of that tower).
+    The similarity ``logit_scale * cos(image, text)`` has ``logit_scale = 1 / temperature``
+    learned as a log, clamped to [1, 100] as in CLIP so it can neither vanish nor explode.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, dim: int = 64, grid: int = 3,
+                 text_hidden: int = 256, init_temperature: float = 0.07):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.image_head = nn.Linear(image_encoder.map_channels * grid * grid, dim)
+        self.text_encoder = text_encoder
+        for p in self.text_encoder.parameters():  # locked text tower: its features are cached once
+            p.requires_grad_(False)
+        self.text_head = nn.Sequential(nn.Linear(text_encoder.out_dim, text_hidden), nn.GELU(),
+                                       nn.Linear(text_hidden, dim))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """1 / temperature, clamped to [1, 100]."""
+        return self.log_scale.clamp(0.0, math.log(100.0)).exp()
+
+    def train(self, mode: bool = True) -> "ContrastiveModel":
+        super().train(mode)
+        self.text_encoder.eval()  # frozen: dropout stays off
+        return self
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B x C x H x W) -> unit vectors in the shared space."""
+        regions = self.pool(self.image_encoder.feature_map(images)).flatten(1)
+        return F.normalize(self.image_head(regions), dim=1)
+
+    def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Cached text-encoder features (B x hidden) -> unit vectors in the shared space."""
+        return F.normalize(self.text_head(features), dim=1)
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str], tokenizer, batch_size: int = 128) -> torch.Tensor:
+        """Frozen text-encoder features of ``texts``; each distinct text is encoded once.
+
+        SynthScan's captions repeat a lot ('No focal lesion is visible.'), so encoding the
+        distinct ones and copying is several times cheaper than encoding every row.
+        """
+        device = self.log_scale.device
+        distinct = sorted(set(texts))
+        where = {t: i for i, t in enumerate(distinct)}
+        chunks = []
+        for i in range(0, len(distinct), batch_size):
+            enc = tokenizer(distinct[i:i + batch_size], padding=True, truncation=True, max_length=96,
+                            return_tensors="pt").to(device)
+            chunks.append(self.text_encoder(enc["input_ids"], enc["attention_mask"]))
+        feats = torch.cat(chunks)
+        return feats[torch.tensor([where[t] for t in texts], device=device)]
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
+        """Free texts (queries, prompts) -> unit vectors in the shared space."""
+        was_training = self.training
+        self.eval()
+        out = self.embed_text_features(self.text_features(texts, tokenizer))
+        self.train(was_training)
+        return out
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class ContrastiveHistory:
+    """Per-epoch training loss, temperature and validation Recall@10 (text -> image)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    temperature: list[float] = field(default_factory=list)
+    val_recall10: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+
+def fit_contrastive(model: ContrastiveModel, train: MultimodalData, train_features: torch.Tensor,
+                    val: MultimodalData, val_features: torch.Tensor, *, epochs: int, batch_size: int = 128,
+                    lr: float = 2e-3, weight_decay: float = 0.01, seed: int = 0, device="cpu",
+                    progress: bool = True) -> ContrastiveHistory:
+    """Train the two towers with symmetric InfoNCE; keep the epoch with the best validation Recall@10.
+
+    ``train_features`` are the frozen text features of ``train``'s captions (row i pairs with
+    scan i). Every other pair of a batch is a negative, so larger batches give more
+    negatives. The temperature's log gets a 10x learning rate: with the base rate it would
+    barely move in a short run. AdamW with a one-cycle (warm-up, then cosine) schedule.
+    """
+    from tqdm.auto import tqdm
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    device = torch.device(device)
+    model.to(device)
+    loader = make_loader(train, None, batch_size=batch_size, shuffle=True, seed=seed, device=device)
+    towers = [p for n, p in model.named_parameters() if p.requires_grad and n != "log_scale"]
+    opt = torch.optim.AdamW([{"params": towers}, {"params": [model.log_scale], "lr": 10 * lr, "weight_decay": 0.0}],
+                            lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 10 * lr], total_steps=epochs * len(loader),
+                                                pct_start=0.1)
+    hist, best_state = ContrastiveHistory(), None
+    start = time.perf_counter()
+    bar = tqdm(total=epochs * len(loader), desc="contrastive", leave=False, disable=not progress)
+    for epoch in range(epochs):
+        model.train()
+        running, count = 0.0, 0
+        for batch in loader:
+            if len(batch["index"]) < 2:  # one pair has no negative
+                bar.update(1)
+                continue
+            img = model.embed_images(batch["image"].to(device))
+            txt = model.embed_text_features(train_features[batch["index"].to(device)])
+            loss = info_nce(img, txt, 1 / model.logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running, count = running + loss.item() * len(img), count + len(img)
+            bar.update(1)
+        hist.train_loss.append(running / max(1, count))
+        hist.temperature.append(float(1 / model.logit_scale.detach()))
+        sim = text_image_similarity(model, val, val_features, device=device)
+        hist.val_recall10.append(recall_at_k(sim, 10))
+        bar.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val_R10=f"{hist.val_recall10[-1]:.3f}")
+        if hist.val_recall10[-1] > max(hist.val_recall10[:-1], default=-1.0):
+            hist.best_epoch = epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bar.close()
+    hist.seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return hist
+
+
+@torch.no_grad()
+def image_embeddings(model: ContrastiveModel, data: MultimodalData, batch_size: int = 256,
+                     device="cpu") -> torch.Tensor:
+    """Unit image vectors of every scan in ``data``, in order (eval mode)."""
+    model.eval()
+    loader = make_loader(data, None, batch_size=batch_size, device=device)
+    return torch.cat([model.embed_images(b["image"].to(device)) for b in loader])
+
+
+@torch.no_grad()
+def text_image_similarity(model: ContrastiveModel, data: MultimodalData, text_features: torch.Tensor,
+                          device="cpu") -> np.ndarray:
+    """Cosine similarities, captions (rows) x scans (columns); transpose for image -> text."""
+    images = image_embeddings(model, data, device=device)
+    model.eval()
+    texts = model.embed_text_features(text_features.to(device))
+    return (texts @ images.T).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------ metrics
+def retrieval_ranks(sim: np.ndarray, relevant: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row: how many irrelevant items score *above* its best relevant item, and how many *tie* with it.
+
+    ``relevant[i, j]`` says whether item j is a correct answer to query i; by default only
+    j = i is (the pair itself). Ties are broken at random, so the best relevant item's
+    expected rank is ``1 + above + ties / 2`` (see ``recall_at_k`` and ``median_rank``).
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    if relevant is None:
+        if sim.shape[0] != sim.shape[1]:
+            raise ValueError(f"without `relevant`, sim must be square (row i pairs with column i), got {sim.shape}")
+        relevant = np.eye(len(sim), dtype=bool)
+    relevant = np.asarray(relevant, dtype=bool)
+    if relevant.shape != sim.shape or not relevant.any(axis=1).all():
+        raise ValueError("relevant must have sim's shape and at least one relevant item per row")
+    best = np.where(relevant, sim, -np.inf).max(axis=1, keepdims=True)
+    above = ((sim > best) & ~relevant).sum(axis=1)
+    ties = ((sim == best) & ~relevant).sum(axis=1)
+    return above, ties
+
+
+def recall_at_k(sim: np.ndarray, k: int, relevant: np.ndarray | None = None) -> float:
+    """Share of queries with a relevant item in the top ``k``, in expectation over random tie-breaking.
+
+    With ``a`` irrelevant items above and ``t`` tied, the relevant item lands uniformly in
+    positions a+1 ... a+t+1, so P(rank <= k) = clip((k - a) / (t + 1), 0, 1).
+    """
+    above, ties = retrieval_ranks(sim, relevant)
+    return float(np.clip((k - above) / (ties + 1), 0.0, 1.0).mean())
+
+
+def median_rank(sim: np.ndarray, relevant: np.ndarray | None = None) -> float:
+    """Median over queries of the (expected) rank of the best relevant item; 1 is perfect."""
+    above, ties = retrieval_ranks(sim, relevant)
+    return float(np.median(1 + above + ties / 2))
+
+
+def retrieval_metrics(sim: np.ndarray, relevant: np.ndarray | None = None, ks=(1, 5, 10)) -> dict[str, float]:
+    """``R@k`` for each k and ``median_rank``, as one dict."""
+    out = {f"R@{k}": recall_at_k(sim, k, relevant) for k in ks}
+    out["median_rank"] = median_rank(sim, relevant)
+    return out
+
+
+def chance_metrics(relevant: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
+    """What a random ranking scores on average: the 'random' row of a retrieval table.
+
+    With m relevant items among n, P(none in the top k) = prod_{j<k} (n - m - j) / (n - j),
+    and the first relevant item's expected rank is (n + 1) / (m + 1). For m = 1 these are
+    R@k = k / n and rank (n + 1) / 2.
+    """
+    relevant = np.asarray(relevant, dtype=bool)
+    n, m = relevant.shape[1], relevant.sum(axis=1)
+    out = {}
+    for k in ks:
+        j = np.arange(min(k, n))
+        miss = np.prod(np.clip((n - m[:, None] - j) / (n - j), 0.0, None), axis=1)
+        out[f"R@{k}"] = float((1 - miss).mean())
+    out["median_rank"] = float(np.median((n + 1) / (m + 1)))
+    return out
+
+
+def same_text(queries: list[str], items: list[str]) -> np.ndarray:
+    """``M[i, j]`` is True when item j's caption is exactly query i's caption (caption-equivalent relevance)."""
+    ids = {t: k for k, t in enumerate(sorted(set(queries) | set(items)))}
+    q = np.array([ids[t] for t in queries])
+    g = np.array([ids[t] for t in items])
+    return q[:, None] == g[None, :]
+
+
+# ------------------------------------------------------------------------ bag of words
+class PixelsToWords:
+    """Bag-of-words baseline: ridge regression from downsampled pixels to a caption's TF-IDF vector.
+
+    The classic pre-deep-learning recipe for cross-modal retrieval (a linear map between
+    hand-made features of each modality, as in CCA): it sees which words occur, not their
+    order, and only linear functions of the raw pixels, so it can learn 'bright blob top
+    left' or 'ruler at the bottom' but hardly 'irregular border'. Ranking is by cosine
+    between a query's TF-IDF vector and the vector predicted from each scan.
+    """
+
+    def __init__(self, grid: int = 16, alpha: float = 10.0):
+        self.grid, self.alpha = grid, alpha
+
+    def _pixels(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(images)).float() / 255.0
+        return F.adaptive_avg_pool2d(x, self.grid).flatten(1).numpy()
+
+    def fit(self, images: np.ndarray, captions: list[str]) -> "PixelsToWords":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import Ridge
+
+        self.vectorizer = TfidfVectorizer().fit(captions)
+        self.ridge = Ridge(alpha=self.alpha).fit(self._pixels(images), self.vectorizer.transform(captions).toarray())
+        return self
+
+    def similarity(self, queries: list[str], images: np.ndarray) -> np.ndarray:
+        """Cosine similarities, queries (rows) x scans (columns)."""
+        q = self.vectorizer.transform(queries).toarray()
+        p = self.ridge.predict(self._pixels(images))
+        q /= np.linalg.norm(q, axis=1, keepdims=True) + 1e-12
+        p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-12
+        return q @ p.T
+
+
+# ---------------------------------------------------------------------------- zero-shot
+def class_embeddings(model: ContrastiveModel, tokenizer, prompts: dict[str, list[str]]) -> torch.Tensor:
+    """One unit vector per class: the renormalised mean of its prompts' embeddings (prompt ensembling)."""
+    rows = [F.normalize(model.embed_texts(list(p), tokenizer).mean(0), dim=0) for p in prompts.values()]
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def zero_shot_probs(model: ContrastiveModel, image_emb: torch.Tensor, class_emb: torch.Tensor) -> np.ndarray:
+    """Class probabilities softmax(logit_scale * cos(image, class prompt)); no label was ever used."""
+    return torch.softmax(model.logit_scale * image_emb @ class_emb.T, dim=1).cpu().numpy()
