@@ -59,3 +59,36 @@ def test_text_encoder_ignores_padding(tiny_bert):
 def test_unknown_fusion_is_a_clear_error(tiny_bert):
     with pytest.raises(ValueError, match="unknown fusion 'sum'"):
         M.build_fusion_model("sum", tiny_bert, 3)
+
+
+def _loader(n=12, seed=0):
+    items = []
+    b = make_batch(n=n, seed=seed)
+    for i in range(n):
+        items.append({"image": b["image"][i], "input_ids": b["input_ids"][i], "label": b["label"][i], "index": i})
+    from visfuse_utils.data import collate
+
+    return torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate)
+
+
+def test_cached_features_give_the_same_logits(tiny_bert):
+    from visfuse_utils import train as T
+
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
+    loader = _loader()
+    cached = T.cache_features(model, {"test": loader})["test"]
+    raw = torch.cat([model(b) for b in loader])
+    fast = torch.cat([model(b) for b in cached])
+    assert torch.allclose(raw, fast, atol=1e-5)
+    assert model.blank_features["image"].shape == (1, 128) and model.blank_features["text"].shape == (1, 32)
+
+
+def test_modality_dropout_on_features_uses_blank_features(tiny_bert):
+    blank = {"image": torch.full((1, 4), 7.0), "text": torch.full((1, 3), -7.0)}
+    batch = {"image_features": torch.zeros(50, 4), "text_features": torch.zeros(50, 3), "label": torch.zeros(50)}
+    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0), blank_features=blank)
+    img_dropped = (out["image_features"] == 7.0).all(1)
+    txt_dropped = (out["text_features"] == -7.0).all(1)
+    assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
+    with pytest.raises(ValueError, match="blank_features"):
+        M.drop_modalities(batch, 0.3)
