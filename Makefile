@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.visfuse-installed
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/solutions/*.ipynb))
 
 .PHONY: setup run test lab bench publish clean
 
@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	@mkdir -p build/notebooks build/results
+	@mkdir -p build/notebooks/solutions build/results
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (profile $${VISFUSE_PROFILE:-full})"; \
-	  $(BIN)/papermill --cwd notebooks -k python3 --no-progress-bar $$nb build/notebooks/$$(basename $$nb) || exit 1; \
+	  $(BIN)/papermill --cwd $$(dirname $$nb) -k python3 --no-progress-bar $$nb build/$$nb || exit 1; \
 	done
-	@echo "Executed notebooks: build/notebooks/   results: build/results/"
+	@$(BIN)/python -m visfuse_utils.report build
+	@echo "Executed notebooks: build/notebooks/   results: build/results/   report: build/report.html"
 
 test: setup
 	VISFUSE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
@@ -37,7 +38,7 @@ bench: setup
 
 # After a full `make run`: copy the executed notebooks back so GitHub readers see real outputs.
 publish:
-	@for nb in $(NOTEBOOKS); do cp build/notebooks/$$(basename $$nb) $$nb; done
+	@for nb in $(NOTEBOOKS); do cp build/$$nb $$nb; done
 	$(BIN)/python tests/clean_notebooks.py $(NOTEBOOKS)
 
 clean:
