@@ -1,0 +1,260 @@
+"""Notebook 05's toolbox: localization metrics with known answers, IG completeness, the Captum wrapper.
+
+Localization and Shapley tests use hand-made inputs; the wrapper is tested on a tiny random
+BERT (fast) and once on the offline MiniLM with a fixed note (the real tokenizer's offsets).
+"""
+import copy
+import types
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerIntegratedGradients, ShapleyValues
+
+from visfuse_utils import data, interpret, models
+
+from conftest import make_batch
+
+
+# ------------------------------------------------------------------ localization: known answers
+def test_mask_mass_fraction_known_answers():
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True  # a quarter of the image
+    inside = np.where(mask, 1.0, 0.0)
+    assert interpret.mask_mass_fraction(inside, mask) == 1.0
+    assert interpret.mask_mass_fraction(1.0 - inside, mask) == 0.0
+    assert interpret.mask_mass_fraction(np.ones((4, 4)), mask) == pytest.approx(0.25)  # uniform map = chance
+    half = inside * 3.0 + (1 - inside) * 1.0  # 4 px x 3 inside, 12 px x 1 outside
+    assert interpret.mask_mass_fraction(half, mask) == pytest.approx(0.5)
+    negative_outside = np.where(mask, 2.0, -5.0)  # negative attribution is not mass
+    assert interpret.mask_mass_fraction(negative_outside, mask) == 1.0
+    assert np.isnan(interpret.mask_mass_fraction(-np.ones((4, 4)), mask))
+
+
+def test_pointing_game_known_answers():
+    mask = np.zeros((5, 5), bool)
+    mask[1:3, 1:3] = True
+    attr = np.zeros((5, 5))
+    attr[2, 2] = 1.0
+    assert interpret.pointing_game(attr, mask) == 1.0
+    attr[4, 4] = 2.0
+    assert interpret.pointing_game(attr, mask) == 0.0
+
+
+def test_span_mass_fraction_known_answers():
+    text = "Age 40. Lump grew fast. Likes tea."
+    words = text.replace(".", " .").split()
+    spans, pos = [], 0
+    for w in words:
+        start = text.index(w, pos)
+        spans.append((start, start + len(w)))
+        pos = start + len(w)
+    evidence = [(8, 23)]  # "Lump grew fast."
+    inside = interpret.words_in_spans(spans, evidence)
+    assert [w for w, i in zip(words, inside) if i] == ["Lump", "grew", "fast", "."]
+    scores = np.where(inside, 1.0, 0.0)
+    assert interpret.span_mass_fraction(scores, spans, evidence) == 1.0
+    assert interpret.span_mass_fraction(np.ones(len(words)), spans, evidence) == pytest.approx(inside.mean())
+    scores = np.where(inside, 1.0, -1.0)  # negatives outside do not count
+    assert interpret.span_mass_fraction(scores, spans, evidence) == 1.0
+    scores = np.where(inside, 0.0, 2.0)
+    assert interpret.span_mass_fraction(scores, spans, evidence) == 0.0
+
+
+def test_merge_word_pieces_sums_pieces_and_skips_specials():
+    text = "grown rapidly"
+    # [CLS] grown rapid ##ly [SEP]
+    word_ids = [None, 0, 1, 1, None]
+    offsets = [(0, 0), (0, 5), (6, 11), (11, 13), (0, 0)]
+    words, spans, scores = interpret.merge_word_pieces(np.array([9.0, 1.0, 2.0, 0.5, 9.0]), word_ids, offsets, text)
+    assert words == ["grown", "rapidly"] and spans == [(0, 5), (6, 13)]
+    np.testing.assert_allclose(scores, [1.0, 2.5])
+
+
+def test_rank_correlation_and_perturbation():
+    a = np.arange(10.0)
+    assert interpret.rank_correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    assert interpret.rank_correlation(a, -a) == pytest.approx(1.0)  # absolute values: sign flips are the same map
+    assert np.isnan(interpret.rank_correlation(a, np.zeros(10)))
+    x = torch.ones(3, 4)
+    noise, perturbed = interpret.gaussian_perturbation(0.1)(x)
+    assert torch.allclose(perturbed + noise, x)
+
+
+# ------------------------------------------------------------------ IG completeness on a tiny model
+def test_ig_completeness_on_a_tiny_model():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, base = torch.randn(4, 6), torch.zeros(4, 6)
+    attr, delta = IntegratedGradients(net).attribute(x, baselines=base, target=1, n_steps=64,
+                                                     return_convergence_delta=True)
+    with torch.no_grad():
+        gap = net(x)[:, 1] - net(base)[:, 1]
+    torch.testing.assert_close(attr.sum(1), gap, atol=1e-4, rtol=1e-4)
+    assert delta.abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------ the wrapper on a tiny BERT
+def _stub_tokenizer():
+    return types.SimpleNamespace(pad_token_id=0)
+
+
+@pytest.fixture()
+def tiny_fusion(tiny_bert):
+    def build(kind):
+        torch.manual_seed(0)
+        model = models.build_fusion_model(kind, copy.deepcopy(tiny_bert), n_classes=3, cls_id=101 % 120,
+                                          sep_id=102 % 120).eval()
+        return model, interpret.FusionExplainer(model, _stub_tokenizer(), internal_batch_size=7)
+    return build
+
+
+@pytest.mark.parametrize("kind", ["late", "concat", "gated", "token"])
+def test_forwards_match_the_model(kind, tiny_fusion):
+    model, ex = tiny_fusion(kind)
+    batch = make_batch()
+    with torch.no_grad():
+        ref = model(batch)
+        feats = ex.text_features(batch["input_ids"], batch["attention_mask"])
+        assert (feats is None) == (kind == "token")  # token fusion mixes the scan into BERT: nothing to cache
+        torch.testing.assert_close(ex.image_forward(batch["image"], batch["input_ids"], batch["attention_mask"], feats), ref)
+        torch.testing.assert_close(ex.text_forward(batch["input_ids"], batch["image"], batch["attention_mask"]), ref)
+        emb = ex.word_embeddings(batch["input_ids"])
+        torch.testing.assert_close(ex.embedding_forward(emb, batch["image"], batch["attention_mask"]), ref)
+    assert not ex.word_embeddings._forward_hooks, "embedding_forward removes its hook"
+
+
+@pytest.mark.parametrize("kind", ["concat", "token"])
+def test_lig_on_word_embeddings_shapes_and_completeness(kind, tiny_fusion):
+    """Tokens x hidden for both kinds (no shift by image tokens), complete, and equal to IG on embeddings."""
+    model, ex = tiny_fusion(kind)
+    batch = make_batch(n=3)
+    ids, mask, images = batch["input_ids"], batch["attention_mask"], batch["image"]
+    base = ex.text_baseline(ids)
+    assert (base[:, 0] == ex.cls_id).all() and (base[:, -1] == ex.sep_id).all() and (base[:, 1:-1] == 0).all()
+    lig = LayerIntegratedGradients(ex.text_forward, ex.word_embeddings)
+    attr, delta = lig.attribute(ids, baselines=base, target=2, additional_forward_args=(images, mask), n_steps=64,
+                                internal_batch_size=ex.internal_batch_size, return_convergence_delta=True)
+    assert attr.shape == (3, ids.shape[1], 32)
+    with torch.no_grad():
+        gap = ex.text_forward(ids, images, mask)[:, 2] - ex.text_forward(base, images, mask)[:, 2]
+    assert (delta.abs() <= 0.02 * gap.abs().max() + 1e-5).all()
+    emb, base_emb = ex.word_embeddings(ids).detach(), ex.word_embeddings(base).detach()
+    ig = IntegratedGradients(ex.embedding_forward).attribute(emb, baselines=base_emb, target=2,
+                                                             additional_forward_args=(images, mask), n_steps=64)
+    torch.testing.assert_close(ig, attr, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["concat", "token"])
+def test_image_ig_with_cached_text_is_complete(kind, tiny_fusion):
+    model, ex = tiny_fusion(kind)
+    batch = make_batch(n=4)
+    args = (batch["input_ids"], batch["attention_mask"], ex.text_features(batch["input_ids"], batch["attention_mask"]))
+    attr, delta = IntegratedGradients(ex.image_forward).attribute(
+        batch["image"], baselines=ex.blank_value, target=0, additional_forward_args=args, n_steps=32,
+        internal_batch_size=ex.internal_batch_size, return_convergence_delta=True)
+    assert attr.shape == batch["image"].shape
+    with torch.no_grad():
+        gap = ex.image_forward(batch["image"], *args)[:, 0] - ex.image_forward(ex.blank_images(batch["image"]), *args)[:, 0]
+    assert (delta.abs() <= 0.02 * gap.abs().max() + 1e-5).all()
+
+
+# ------------------------------------------------------------------ modality Shapley values
+def test_modality_shapley_exact_efficient_and_equal_to_captum(tiny_fusion):
+    model, ex = tiny_fusion("concat")
+    batch = make_batch(n=4)
+    images, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+    values = interpret.modality_values(ex, images, ids, mask)
+    target = values["both"].argmax(1)
+    phi_img, phi_txt = interpret.modality_shapley(values, target)
+    v = {k: p.gather(1, target[:, None]).squeeze(1).numpy() for k, p in values.items()}
+    np.testing.assert_allclose(phi_img + phi_txt, v["both"] - v["none"], atol=1e-6)  # efficiency
+
+    # The empty note [CLS] [SEP] gives what drop_modalities' padded empty note gives.
+    dropped = models.drop_modalities(dict(batch), p=0.0, sep_id=ex.sep_id)
+    dropped["input_ids"][:, 1:], dropped["attention_mask"][:, 2:] = 0, 0
+    dropped["input_ids"][:, 1] = ex.sep_id
+    with torch.no_grad():
+        padded = torch.softmax(model(dropped), 1)
+    torch.testing.assert_close(padded, values["image"], atol=1e-5, rtol=1e-4)
+
+    # Captum's ShapleyValues with one feature group per modality agrees.
+    def prob(img, i, m):
+        return torch.softmax(ex.image_forward(img, i, m), 1)
+    groups = (torch.zeros_like(images, dtype=torch.long), torch.ones_like(ids), torch.ones_like(mask))
+    sv = ShapleyValues(prob).attribute((images, ids, mask), target=target, feature_mask=groups,
+                                       baselines=(ex.blank_images(images), dropped["input_ids"], dropped["attention_mask"]))
+    np.testing.assert_allclose(sv[0].flatten(1)[:, 0].numpy(), phi_img, atol=1e-5)
+    np.testing.assert_allclose(sv[1][:, 0].numpy(), phi_txt, atol=1e-5)
+
+
+def test_randomized_copy_changes_every_layer_and_keeps_the_original(tiny_fusion):
+    model, _ = tiny_fusion("token")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rand = interpret.randomized_copy(model, seed=1)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), "the trained model is untouched"
+    originals = dict(model.named_modules())
+    layers = [n for n, m in rand.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding))]
+    assert len(layers) > 10
+    for name in layers:
+        assert not torch.equal(dict(rand.named_modules())[name].weight, originals[name].weight), name
+    assert not torch.equal(rand.fusion.image_pos, model.fusion.image_pos)
+    assert not rand.training
+
+
+# ------------------------------------------------------------------ the wrapper on the offline MiniLM
+@pytest.fixture(scope="module")
+def minilm():
+    from visfuse_utils import text
+
+    tokenizer, encoder, _ = text.load_text_model()
+    return tokenizer, encoder
+
+
+NOTE = "58-year-old woman referred for imaging. The lump has grown rapidly over the past 4 months. Non-smoker."
+
+
+@pytest.mark.parametrize("kind", ["concat", "token"])
+def test_explain_texts_on_minilm_fixed_input(kind, minilm):
+    tokenizer, encoder = minilm
+    assert tokenizer.is_fast, "offsets and word_ids need the fast tokenizer"
+    torch.manual_seed(0)
+    model = models.build_fusion_model(kind, copy.deepcopy(encoder), n_classes=3, cls_id=tokenizer.cls_token_id,
+                                      sep_id=tokenizer.sep_token_id).eval()
+    ex = interpret.FusionExplainer(model, tokenizer, internal_batch_size=16)
+    scan = data.make_synthscan(1, seed=3, image_size=32)
+    image = data.MultimodalDataset(scan)[0]["image"][None]
+    (lig,) = ex.explain_texts([NOTE], image, [2], "lig", n_steps=32, progress=False)
+    (gxi,) = ex.explain_texts([NOTE], image, [2], "grad_x_input", progress=False)
+    # Words come back whole, in order, at their character spans.
+    assert lig.words[:6] == ["58", "-", "year", "-", "old", "woman"]
+    assert all(NOTE[s:e] == w for w, (s, e) in zip(lig.words, lig.word_spans))
+    assert "rapidly" in lig.words and "smoker" in lig.words
+    assert lig.words == gxi.words and len(lig.scores) == len(lig.words)
+    n_tokens = len(tokenizer(NOTE)["input_ids"])
+    assert lig.embedding_attr.shape == (1, n_tokens, encoder.config.hidden_size)
+    # Word scores are the token scores summed (specials carry none: the baseline keeps them).
+    assert lig.scores.sum() == pytest.approx(lig.embedding_attr.sum().item(), rel=1e-4, abs=1e-6)
+    # Completeness: the gap is small next to the logit change between note and baseline note.
+    enc = ex.encode([NOTE])
+    with torch.no_grad():
+        change = (ex.text_forward(enc["input_ids"], image, enc["attention_mask"])[0, 2]
+                  - ex.text_forward(ex.text_baseline(enc["input_ids"]), image, enc["attention_mask"])[0, 2]).item()
+    assert abs(lig.delta) <= 0.05 * abs(change) + 1e-4
+    evidence = [(NOTE.index("The lump"), NOTE.index(" Non-smoker"))]
+    inside = interpret.words_in_spans(lig.word_spans, evidence)
+    assert lig.words[int(np.argmax(inside))] == "The" and inside.sum() == 11
+
+
+def test_benchmark_ig_reports_rates(minilm):
+    tokenizer, encoder = minilm
+    model = models.build_fusion_model("concat", copy.deepcopy(encoder), n_classes=3, cls_id=tokenizer.cls_token_id,
+                                      sep_id=tokenizer.sep_token_id)
+    rates = interpret.benchmark_ig(model, tokenizer, data.make_synthscan(2, seed=0, image_size=32), n=2, n_steps=4)
+    assert rates["image_ig_per_s"] > 0 and rates["text_lig_per_s"] > 0 and rates["n_steps"] == 4
+
+
+def test_default_internal_batch_size():
+    assert interpret.default_internal_batch_size("cpu") == 32
+    assert interpret.default_internal_batch_size("cuda") == 64
