@@ -121,6 +121,7 @@ def load_text_model(name: str = DEFAULT_TEXT_MODEL):
     local = how != "hub"
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "unused pooler weights" notice is expected
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook's output
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, local_files_only=local)
         encoder = AutoModel.from_pretrained(where, trust_remote_code=False, local_files_only=local)
@@ -128,4 +129,5 @@ def load_text_model(name: str = DEFAULT_TEXT_MODEL):
         raise TextModelError(f"Loading TEXT_MODEL={name!r} from {how} failed: {err}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     return tokenizer, encoder, how
