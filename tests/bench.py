@@ -1,7 +1,7 @@
 """`make bench`: throughput figures for docs/benchmarks.md (never asserted in tests).
 
-Prints one line per measurement; `--quick` shrinks every size (used by a test that only
-checks the script runs).
+Prints one line per measurement; `--quick` shrinks every size, to check the script
+itself in seconds.
 """
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ def bench_training(n: int, device) -> None:
         print(f"fusion training ({kind}): {fus:,.1f} samples/s = {fus / txt:.2f} x the text-only model")
 
 
+def bench_attribution(n: int, steps: int, device) -> None:
+    from visfuse_utils import interpret
+
+    d = data.make_synthscan(max(n, 8), seed=0, image_size=64)
+    tok, enc, _ = text.load_text_model()
+    for kind in ("concat", "token"):
+        model = models.build_fusion_model(kind, enc, 3)
+        r = interpret.benchmark_ig(model, tok, d, n=n, n_steps=steps, device=device)
+        print(f"attribution ({kind} fusion, {steps} steps): image IG {r['image_ig_per_s']:.2f} /s, "
+              f"text LIG {r['text_lig_per_s']:.2f} /s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, only to check the script runs")
@@ -61,6 +73,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_generation(200 if args.quick else 10_000)
     bench_training(64 if args.quick else 512, device)
+    bench_attribution(2 if args.quick else 16, 4 if args.quick else 50, device)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "change", "in", "si
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    """No hub: resolution must fall through to the local folder or the offline package at once."""
+    """No hub and an empty hub cache: resolution falls through to the local folder or the offline package."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(text, "_in_hub_cache", lambda name: False)
     text.hub_reachable.cache_clear()
     yield
     text.hub_reachable.cache_clear()
@@ -29,6 +30,7 @@ def minilm():
     """(tokenizer, TextEncoder, how) of the offline default model, loaded once for the module."""
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setattr(text, "_in_hub_cache", lambda name: False)
     text.hub_reachable.cache_clear()
     try:
         tokenizer, encoder, how = text.load_text_model()

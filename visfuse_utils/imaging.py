@@ -18,11 +18,12 @@ BACKGROUND_SCALE = 0.25  # background blur sigma, as a fraction of the image wid
 def to_float(image: np.ndarray) -> np.ndarray:
     """A scan (uint8, C x H x W or H x W) as an H x W float image in [0, 1]; colour is averaged to gray."""
     x = np.asarray(image)
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
     if x.ndim == 3:
         x = x.mean(axis=0)
     if x.ndim != 2:
         raise ValueError(f"expected an H x W or C x H x W image, got shape {np.shape(image)}")
-    return x.astype(np.float64) / 255.0 if np.asarray(image).dtype == np.uint8 else x.astype(np.float64)
+    return x.astype(np.float64) / scale
 
 
 def denoise(image: np.ndarray, method: str = "gaussian", size: float = 1.0) -> np.ndarray:

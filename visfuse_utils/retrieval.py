@@ -176,10 +176,15 @@ def image_embeddings(model: ContrastiveModel, data: MultimodalData, batch_size: 
 @torch.no_grad()
 def text_image_similarity(model: ContrastiveModel, data: MultimodalData, text_features: torch.Tensor,
                           device="cpu") -> np.ndarray:
-    """Cosine similarities, captions (rows) x scans (columns); transpose for image -> text."""
+    """Cosine similarities, captions (rows) x scans (columns); transpose for image -> text.
+
+    Identical captions get bit-identical rows (each distinct feature row is embedded once),
+    so the metrics see their ties exactly.
+    """
     images = image_embeddings(model, data, device=device)
     model.eval()
-    texts = model.embed_text_features(text_features.to(device))
+    distinct, where = torch.unique(text_features.to(device), dim=0, return_inverse=True)
+    texts = model.embed_text_features(distinct)[where]
     return (texts @ images.T).cpu().numpy()
 
 
