@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.visfuse-installed
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/solutions/*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+SOLUTIONS := $(sort $(wildcard notebooks/solutions/*.ipynb))
 
-.PHONY: setup run test lab bench publish clean
+.PHONY: setup run solutions test lab bench publish clean
 
 # Idempotent: re-installs only when pyproject.toml changed or the venv is incomplete.
 $(STAMP): pyproject.toml
@@ -26,6 +27,14 @@ run: setup
 	@$(BIN)/python -m visfuse_utils.report build
 	@echo "Executed notebooks: build/notebooks/   results: build/results/   report: build/report.html"
 
+# The exercise solutions (after `make run`: some reuse its results).
+solutions: setup
+	@mkdir -p build/notebooks/solutions
+	@for nb in $(SOLUTIONS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/papermill --cwd $$(dirname $$nb) -k python3 --no-progress-bar $$nb build/$$nb || exit 1; \
+	done
+
 test: setup
 	VISFUSE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 	  --sanitize-with tests/sanitize.cfg tests notebooks
@@ -38,8 +47,8 @@ bench: setup
 
 # After a full `make run`: copy the executed notebooks back so GitHub readers see real outputs.
 publish:
-	@for nb in $(NOTEBOOKS); do cp build/$$nb $$nb; done
-	$(BIN)/python tests/clean_notebooks.py $(NOTEBOOKS)
+	@for nb in $(NOTEBOOKS) $(SOLUTIONS); do [ -f build/$$nb ] && cp build/$$nb $$nb; done; true
+	$(BIN)/python tests/clean_notebooks.py $(NOTEBOOKS) $(SOLUTIONS)
 
 clean:
 	rm -rf build data/cache

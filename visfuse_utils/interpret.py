@@ -108,9 +108,8 @@ class FusionExplainer:
 
     def text_baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``[CLS] [PAD] ... [PAD] [SEP]``: the note's length and frame, every word removed."""
-        base = torch.where((input_ids == self.cls_id) | (input_ids == self.sep_id), input_ids,
-                           torch.full_like(input_ids, self.pad_id))
-        return base
+        keep = (input_ids == self.cls_id) | (input_ids == self.sep_id)
+        return torch.where(keep, input_ids, torch.full_like(input_ids, self.pad_id))
 
     def empty_notes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` empty notes, ``[CLS] [SEP]``: what the tokenizer gives for "" and what
