@@ -115,12 +115,12 @@ def test_forwards_match_the_model(kind, tiny_fusion):
     batch = make_batch()
     with torch.no_grad():
         ref = model(batch)
-        feats = ex.text_features(batch["input_ids"], batch["attention_mask"])
+        images, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+        feats = ex.text_features(ids, mask)
         assert (feats is None) == (kind == "token")  # token fusion mixes the scan into BERT: nothing to cache
-        torch.testing.assert_close(ex.image_forward(batch["image"], batch["input_ids"], batch["attention_mask"], feats), ref)
-        torch.testing.assert_close(ex.text_forward(batch["input_ids"], batch["image"], batch["attention_mask"]), ref)
-        emb = ex.word_embeddings(batch["input_ids"])
-        torch.testing.assert_close(ex.embedding_forward(emb, batch["image"], batch["attention_mask"]), ref)
+        torch.testing.assert_close(ex.image_forward(images, ids, mask, feats), ref)
+        torch.testing.assert_close(ex.text_forward(ids, images, mask), ref)
+        torch.testing.assert_close(ex.embedding_forward(ex.word_embeddings(ids), images, mask), ref)
     assert not ex.word_embeddings._forward_hooks, "embedding_forward removes its hook"
 
 
@@ -155,7 +155,8 @@ def test_image_ig_with_cached_text_is_complete(kind, tiny_fusion):
         internal_batch_size=ex.internal_batch_size, return_convergence_delta=True)
     assert attr.shape == batch["image"].shape
     with torch.no_grad():
-        gap = ex.image_forward(batch["image"], *args)[:, 0] - ex.image_forward(ex.blank_images(batch["image"]), *args)[:, 0]
+        blank = ex.blank_images(batch["image"])
+        gap = ex.image_forward(batch["image"], *args)[:, 0] - ex.image_forward(blank, *args)[:, 0]
     # ReLU and max-pooling put kinks on the path, so the quadrature converges slowly: 128 steps, 3 %.
     assert (delta.abs() <= 0.03 * gap.abs().max()).all()
 
@@ -183,8 +184,8 @@ def test_modality_shapley_exact_efficient_and_equal_to_captum(tiny_fusion):
     def prob(img, i, m):
         return torch.softmax(ex.image_forward(img, i, m), 1)
     groups = (torch.zeros_like(images, dtype=torch.long), torch.ones_like(ids), torch.ones_like(mask))
-    sv = ShapleyValues(prob).attribute((images, ids, mask), target=target, feature_mask=groups,
-                                       baselines=(ex.blank_images(images), dropped["input_ids"], dropped["attention_mask"]))
+    baselines = (ex.blank_images(images), dropped["input_ids"], dropped["attention_mask"])
+    sv = ShapleyValues(prob).attribute((images, ids, mask), target=target, feature_mask=groups, baselines=baselines)
     np.testing.assert_allclose(sv[0].flatten(1)[:, 0].numpy(), phi_img, atol=1e-5)
     np.testing.assert_allclose(sv[1][:, 0].numpy(), phi_txt, atol=1e-5)
 
@@ -196,7 +197,8 @@ def test_randomized_copy_changes_every_layer_and_keeps_the_original(tiny_fusion)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), "the trained model is untouched"
     originals = dict(model.named_modules())
-    layers = [n for n, m in rand.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding))]
+    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)
+    layers = [n for n, m in rand.named_modules() if isinstance(m, kinds)]
     assert len(layers) > 10
     for name in layers:
         assert not torch.equal(dict(rand.named_modules())[name].weight, originals[name].weight), name

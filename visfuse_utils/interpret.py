@@ -142,7 +142,8 @@ class FusionExplainer:
             explainer = LayerGradientXActivation(self.text_forward, self.word_embeddings)
         else:
             raise ValueError(f"method must be 'lig' or 'grad_x_input', got {method!r}")
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = [len(ids) for ids in tokens]
         order = np.argsort(lengths, kind="stable")
         out: list[TextAttribution | None] = [None] * len(texts)
         bar = tqdm(total=len(texts), desc=method, leave=False, disable=not progress)
