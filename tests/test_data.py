@@ -94,6 +94,28 @@ def test_loader_pads_dynamically():
     assert batch["image"].shape == (8, 1, 32, 32) and batch["image"].dtype.is_floating_point
 
 
+def test_shuffled_text_batches_group_similar_lengths():
+    from visfuse_utils.text import load_text_model
+
+    tok, _, _ = load_text_model()
+    d = D.make_synthscan(300, seed=0, image_size=16)
+    loader = D.make_loader(d, tok, batch_size=16, shuffle=True, seed=0)
+    epochs = [[b["index"].tolist() for b in loader] for _ in range(2)]
+    assert len(epochs[0]) == len(loader)
+    for batches in epochs:  # every sample exactly once per epoch
+        assert sorted(i for b in batches for i in b) == list(range(300))
+    assert epochs[0] != epochs[1]  # a new order each epoch
+    lengths = np.array([len(t) for t in tok(d.texts)["input_ids"]])
+    padded = sum(lengths[b].max() * len(b) for b in epochs[0])
+    rng = np.random.default_rng(0)
+    random_order = rng.permutation(300)
+    random_padded = sum(lengths[random_order[k:k + 16]].max() * 16 for k in range(0, 288, 16)) + \
+        lengths[random_order[288:]].max() * 12
+    assert padded < 0.9 * random_padded  # far less padding than random batches
+    again = [b["index"].tolist() for b in D.make_loader(d, tok, batch_size=16, shuffle=True, seed=0)]
+    assert again == epochs[0]  # the seed fixes the order
+
+
 # ------------------------------------------------------------------------- user CSVs
 def _write_csv(folder, rows, header="image,text,label", encoding="utf-8"):
     path = folder / "data.csv"

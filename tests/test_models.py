@@ -92,3 +92,30 @@ def test_modality_dropout_on_features_uses_blank_features(tiny_bert):
     assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
     with pytest.raises(ValueError, match="blank_features"):
         M.drop_modalities(batch, 0.3)
+
+
+def test_kept_images_train_the_cnn_on_cached_text(tiny_bert):
+    from visfuse_utils import train as T
+
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
+    loader = _loader()
+    cached = T.cache_features(model, {"test": loader}, keep_images=True)["test"]
+    first = next(iter(cached))
+    assert set(first) == {"image", "text_features", "label", "index"}
+    raw = torch.cat([model(b) for b in loader])
+    mixed = torch.cat([model(b) for b in cached])
+    assert torch.allclose(raw, mixed, atol=1e-5)
+    model.train()
+    torch.nn.functional.cross_entropy(model(first), first["label"]).backward()
+    assert model.image_encoder.features[0][0].weight.grad.abs().sum() > 0
+    assert model.text_encoder.encoder.embeddings.word_embeddings.weight.grad is None  # BERT never ran
+
+
+def test_modality_dropout_on_scans_with_cached_text(tiny_bert):
+    blank = {"image": torch.full((1, 4), 7.0), "text": torch.full((1, 3), -7.0)}
+    batch = {"image": torch.zeros(50, 1, 8, 8), "text_features": torch.zeros(50, 3), "label": torch.zeros(50)}
+    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0), blank_features=blank)
+    img_dropped = (out["image"] == -2.0).flatten(1).all(1)
+    txt_dropped = (out["text_features"] == -7.0).all(1)
+    assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
+    assert "image_features" not in out and "input_ids" not in out

@@ -222,20 +222,23 @@ def drop_modalities(batch: dict, p: float, blank_image_value: float = -2.0, sep_
     r = torch.rand(n, generator=generator).to(batch["label"].device)
     drop_img, drop_txt = r < p, (r >= p) & (r < 2 * p)
     out = dict(batch)
+    if ("image_features" in batch or "text_features" in batch) and blank_features is None:
+        raise ValueError("modality dropout on precomputed features needs blank_features (train.cache_features)")
     if "image_features" in batch:
-        if blank_features is None:
-            raise ValueError("modality dropout on precomputed features needs blank_features (train.cache_features)")
-        dev = batch["image_features"].device
-        out["image_features"] = torch.where(drop_img[:, None], blank_features["image"].to(dev), batch["image_features"])
-        out["text_features"] = torch.where(drop_txt[:, None], blank_features["text"].to(dev), batch["text_features"])
-        return out
-    out["image"] = torch.where(drop_img[:, None, None, None],
-                               torch.full_like(batch["image"], blank_image_value), batch["image"])
-    ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
-    ids[drop_txt, 1:] = 0
-    mask[drop_txt, 2:] = 0
-    ids[drop_txt, 1] = sep_id
-    out["input_ids"], out["attention_mask"] = ids, mask
+        feats = batch["image_features"]
+        out["image_features"] = torch.where(drop_img[:, None], blank_features["image"].to(feats.device), feats)
+    else:
+        out["image"] = torch.where(drop_img[:, None, None, None],
+                                   torch.full_like(batch["image"], blank_image_value), batch["image"])
+    if "text_features" in batch:
+        feats = batch["text_features"]
+        out["text_features"] = torch.where(drop_txt[:, None], blank_features["text"].to(feats.device), feats)
+    else:
+        ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+        ids[drop_txt, 1:] = 0
+        mask[drop_txt, 2:] = 0
+        ids[drop_txt, 1] = sep_id
+        out["input_ids"], out["attention_mask"] = ids, mask
     return out
 
 

@@ -191,24 +191,30 @@ def evaluate(model: torch.nn.Module, loader, device="cpu") -> dict[str, float]:
 
 
 @torch.no_grad()
-def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, seed: int = 0) -> dict:
+def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, seed: int = 0,
+                   keep_images: bool = False) -> dict:
     """Run a ``FusionClassifier``'s (frozen) encoders once per split; loaders of the pooled features.
 
     Returns ``{split: DataLoader}`` whose batches hold ``image_features``, ``text_features``,
     ``label`` and ``index``; training a fusion head on them skips the encoders entirely.
+    ``keep_images=True`` keeps the scans instead of their features, so the (cheap) image
+    encoder can still train inside the fusion while the (costly) text encoder runs once.
     Also sets ``model.blank_features`` (features of a blank scan and an empty note) for
-    modality dropout. Only valid while the encoders stay frozen.
+    modality dropout. Only valid while the cached encoders stay frozen.
     """
     device = torch.device(device)
     model.to(device).eval()
+    image_key = "image" if keep_images else "image_features"
     out = {}
     for split, loader in loaders.items():
-        rows = {"image_features": [], "text_features": [], "label": [], "index": []}
-        for batch in loader:
-            batch = to_device(batch, device)
-            h_img, h_txt = model.encode(batch)
-            for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
-                rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
+        rows = {image_key: [], "text_features": [], "label": [], "index": []}
+        with torch.no_grad():
+            for batch in loader:
+                batch = to_device(batch, device)
+                h_img = batch["image"] if keep_images else model.image_encoder(batch["image"])
+                h_txt = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+                for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
+                    rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
         tensors = {k: torch.cat(v) for k, v in rows.items()}
         items = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["label"]))]
         out[split] = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=split == "train",
@@ -217,6 +223,7 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
     blank = {"image": torch.full_like(first["image"][:1], model.blank_image_value),
              "input_ids": torch.tensor([[model.cls_id, model.sep_id]]),
              "attention_mask": torch.ones(1, 2, dtype=torch.long)}
-    h_img, h_txt = model.encode(to_device(blank, device))
+    with torch.no_grad():
+        h_img, h_txt = model.encode(to_device(blank, device))
     model.blank_features = {"image": h_img.float().cpu(), "text": h_txt.float().cpu()}
     return out
