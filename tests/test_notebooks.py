@@ -68,3 +68,13 @@ def test_colab_setup_cell(path, monkeypatch):
     assert "pip install" in cmd and "captum" in cmd and "visfuse" in cmd
     assert not any(arg.split("[")[0].split(">")[0].split("=")[0] in ("torch", "torchvision") for arg in calls[0]), \
         "never reinstall torch on Colab"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_have_their_solutions_notebook(path):
+    md = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "markdown")
+    solutions = ROOT / "notebooks" / "solutions" / f"{path.stem[:2]}_solutions.ipynb"
+    assert f"notebooks/solutions/{solutions.name}" in md, "the exercises point at their solutions"
+    assert solutions.is_file(), f"{solutions.name} is missing"
+    heading = source(cells(solutions)[0])
+    assert heading.startswith(f"# {path.stem[:2]} · Solutions")

@@ -83,7 +83,9 @@ def build_report(build: Path) -> Path:
         table, meta = results_table(path)
         meta_rows.append(meta)
         parts.append(f"<h2>{html.escape(path.stem)}</h2>")
-        parts.append(table.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–"))
+        whole = [c for c in table.columns if c.startswith("n_") or c.endswith("_seconds")]
+        counts = {c: (lambda v: "–" if v != v else f"{v:,.0f}") for c in whole}
+        parts.append(table.to_html(formatters=counts, float_format=lambda v: f"{v:.3f}", na_rep="–"))
         nb = nb_dir / f"{path.stem}.ipynb"
         if nb.exists():
             parts += [f"<img src='data:image/png;base64,{fig}'>" for fig in notebook_summary(nb)["figures"]]
