@@ -577,7 +577,9 @@ class LengthGroupedBatches:
 
     Random batches of notes pad to their longest note (about 40 % wasted tokens on
     SynthScan); sorting each random window of ``group`` batches by length before cutting it
-    into batches cuts that to a few per cent, so BERT trains about a quarter faster.
+    into batches cuts that to about 7 %, so fewer padded tokens go through BERT. Batches then
+    share a note length, which correlates with the label on SynthScan: image-only models
+    train on loaders without a tokenizer, whose batches stay plainly random.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, generator, group: int = 8):
