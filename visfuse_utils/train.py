@@ -208,13 +208,12 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
     out = {}
     for split, loader in loaders.items():
         rows = {image_key: [], "text_features": [], "label": [], "index": []}
-        with torch.no_grad():
-            for batch in loader:
-                batch = to_device(batch, device)
-                h_img = batch["image"] if keep_images else model.image_encoder(batch["image"])
-                h_txt = model.text_encoder(batch["input_ids"], batch["attention_mask"])
-                for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
-                    rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
+        for batch in loader:
+            batch = to_device(batch, device)
+            h_img = batch["image"] if keep_images else model.image_encoder(batch["image"])
+            h_txt = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+            for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
+                rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
         tensors = {k: torch.cat(v) for k, v in rows.items()}
         items = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["label"]))]
         out[split] = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=split == "train",
@@ -223,7 +222,6 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
     blank = {"image": torch.full_like(first["image"][:1], model.blank_image_value),
              "input_ids": torch.tensor([[model.cls_id, model.sep_id]]),
              "attention_mask": torch.ones(1, 2, dtype=torch.long)}
-    with torch.no_grad():
-        h_img, h_txt = model.encode(to_device(blank, device))
+    h_img, h_txt = model.encode(to_device(blank, device))
     model.blank_features = {"image": h_img.float().cpu(), "text": h_txt.float().cpu()}
     return out
