@@ -151,13 +151,14 @@ def test_image_ig_with_cached_text_is_complete(kind, tiny_fusion):
     batch = make_batch(n=4)
     args = (batch["input_ids"], batch["attention_mask"], ex.text_features(batch["input_ids"], batch["attention_mask"]))
     attr, delta = IntegratedGradients(ex.image_forward).attribute(
-        batch["image"], baselines=ex.blank_value, target=0, additional_forward_args=args, n_steps=128,
+        batch["image"], baselines=ex.blank_value, target=0, additional_forward_args=args, n_steps=256,
         internal_batch_size=ex.internal_batch_size, return_convergence_delta=True)
     assert attr.shape == batch["image"].shape
     with torch.no_grad():
         blank = ex.blank_images(batch["image"])
         gap = ex.image_forward(batch["image"], *args)[:, 0] - ex.image_forward(blank, *args)[:, 0]
-    # ReLU and max-pooling put kinks on the path, so the quadrature converges slowly: 128 steps, 3 %.
+    # ReLU and max-pooling put kinks on the path (a channel's maximum jumps from one position to another),
+    # so the quadrature converges slowly: 256 steps for 3 % (128 leave 3.3 % on this random model).
     assert (delta.abs() <= 0.03 * gap.abs().max()).all()
 
 

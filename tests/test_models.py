@@ -111,6 +111,39 @@ def test_kept_images_train_the_cnn_on_cached_text(tiny_bert):
     assert model.text_encoder.encoder.embeddings.word_embeddings.weight.grad is None  # BERT never ran
 
 
+def test_features_cached_from_a_scan_cache_skip_bert_and_match(tiny_bert, monkeypatch):
+    from visfuse_utils import train as T
+
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
+    loader = _loader()
+    direct = T.cache_features(model, {"test": loader})["test"]
+    scans = T.cache_features(model, {"test": loader}, keep_images=True)
+    calls, encode = [], model.text_encoder.forward
+    monkeypatch.setattr(model.text_encoder, "forward", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    from_scans = T.cache_features(model, scans)["test"]
+    assert calls == [1]  # only the blank note's features; the cached notes were not encoded again
+
+    def by_index(cached):
+        rows = {int(i): (f, t) for b in cached for i, f, t in zip(b["index"], b["image_features"], b["text_features"])}
+        return [rows[i] for i in sorted(rows)]
+
+    for (f1, t1), (f2, t2) in zip(by_index(direct), by_index(from_scans), strict=True):
+        assert torch.allclose(f1, f2, atol=1e-5) and torch.allclose(t1, t2, atol=1e-5)
+
+
+def test_small_cnn_features_of_a_small_lesion_do_not_fade_in_a_larger_scan():
+    torch.manual_seed(0)
+    cnn = M.SmallCNN().eval()
+    patch = torch.rand(1, 1, 8, 8) * 4
+    small, large = torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 128, 128)
+    small[..., 24:32, 24:32] = patch  # well inside the receptive field's reach of the borders
+    large[..., 24:32, 24:32] = patch  # same neighbourhood, four times the background
+    with torch.no_grad():
+        assert torch.allclose(cnn(small), cnn(large), atol=1e-5)
+        pooled_mean = [cnn.feature_map(x).mean(dim=(2, 3)) for x in (small, large)]
+    assert not torch.allclose(*pooled_mean, atol=1e-3)  # an average would have diluted it
+
+
 def test_modality_dropout_on_scans_with_cached_text(tiny_bert):
     blank = {"image": torch.full((1, 4), 7.0), "text": torch.full((1, 3), -7.0)}
     batch = {"image": torch.zeros(50, 1, 8, 8), "text_features": torch.zeros(50, 3), "label": torch.zeros(50)}

@@ -199,6 +199,8 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
     ``label`` and ``index``; training a fusion head on them skips the encoders entirely.
     ``keep_images=True`` keeps the scans instead of their features, so the (cheap) image
     encoder can still train inside the fusion while the (costly) text encoder runs once.
+    Batches that already carry ``text_features`` (such a cache) skip the text encoder, so
+    one pass of BERT serves both kinds of cache.
     Also sets ``model.blank_features`` (features of a blank scan and an empty note) for
     modality dropout. Only valid while the cached encoders stay frozen.
     """
@@ -211,7 +213,8 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
         for batch in loader:
             batch = to_device(batch, device)
             h_img = batch["image"] if keep_images else model.image_encoder(batch["image"])
-            h_txt = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+            h_txt = batch["text_features"] if "text_features" in batch else \
+                model.text_encoder(batch["input_ids"], batch["attention_mask"])
             for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
                 rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
         tensors = {k: torch.cat(v) for k, v in rows.items()}
