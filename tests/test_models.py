@@ -131,6 +131,26 @@ def test_features_cached_from_a_scan_cache_skip_bert_and_match(tiny_bert, monkey
         assert torch.allclose(f1, f2, atol=1e-5) and torch.allclose(t1, t2, atol=1e-5)
 
 
+def test_with_modality_missing_blanks_one_modality_and_keeps_the_rest(tiny_bert):
+    from visfuse_utils import train as T
+
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
+    cached = T.cache_features(model, {"test": _loader()})["test"]
+    no_note = T.with_modality_missing(cached, "text", model.blank_features)
+    for before, after in zip(cached, no_note, strict=True):
+        assert (after["text_features"] == model.blank_features["text"]).all()
+        assert torch.equal(after["image_features"], before["image_features"])
+        assert torch.equal(after["label"], before["label"])
+    # the same logits as running the model on empty notes: [CLS] [SEP]
+    images = torch.cat([b["image"] for b in _loader()])  # the cache keeps the loader's order
+    empty = {"image": images, "input_ids": torch.tensor([[101 % 120, 102 % 120]] * len(images)),
+             "attention_mask": torch.ones(len(images), 2, dtype=torch.long)}
+    with torch.no_grad():
+        torch.testing.assert_close(model(empty), torch.cat([model(b) for b in no_note]), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="'image' or 'text'"):
+        T.with_modality_missing(cached, "audio", model.blank_features)
+
+
 def test_small_cnn_features_of_a_small_lesion_do_not_fade_in_a_larger_scan():
     torch.manual_seed(0)
     cnn = M.SmallCNN().eval()

@@ -228,3 +228,15 @@ def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, se
     h_img, h_txt = model.encode(to_device(blank, device))
     model.blank_features = {"image": h_img.float().cpu(), "text": h_txt.float().cpu()}
     return out
+
+
+def with_modality_missing(cached, modality: str, blank_features: dict[str, torch.Tensor]) -> list[dict]:
+    """The batches of a feature cache with one modality missing in every row.
+
+    ``modality`` is ``"image"`` or ``"text"``; its features become those of a blank scan or an
+    empty note (``model.blank_features``), exactly what ``models.drop_modalities`` trains on.
+    """
+    if modality not in ("image", "text"):
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    key = f"{modality}_features"
+    return [dict(b, **{key: blank_features[modality].expand_as(b[key])}) for b in cached]
