@@ -61,7 +61,7 @@ def bench_attribution(n: int, steps: int, device) -> None:
         model = models.build_fusion_model(kind, enc, 3)
         r = interpret.benchmark_ig(model, tok, d, n=n, n_steps=steps, device=device)
         print(f"attribution ({kind} fusion, {steps} steps): image IG {r['image_ig_per_s']:.2f} /s, "
-              f"text LIG {r['text_lig_per_s']:.2f} /s")
+              f"text LIG {r['text_lig_per_s']:.2f} /s, text IG on word presence {r['text_presence_ig_per_s']:.2f} /s")
 
 
 def main() -> None:

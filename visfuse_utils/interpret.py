@@ -10,7 +10,8 @@ Three concerns live here:
 * Localization against ground truth: ``mask_mass_fraction``, ``pointing_game``,
   ``span_mass_fraction`` and their chance levels.
 * Sanity checks: exact two-player Shapley values per modality, model-parameter
-  randomisation (Adebayo et al., 2018) with rank correlations.
+  randomisation (Adebayo et al., 2018) with rank correlations, and interventions on the note
+  (``intervene``, ``baseline_token_check``): is a baseline token as good as a deleted word?
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class TextAttribution:
     word_spans: list[tuple[int, int]]  # character spans of the words in ``text``
     scores: np.ndarray  # one score per word
     delta: float = float("nan")  # IG completeness gap: sum of attributions - (f(x) - f(baseline))
-    embedding_attr: torch.Tensor | None = None  # 1 x tokens x hidden, for infidelity in embedding space
+    token_attr: torch.Tensor | None = None  # 1 x tokens x hidden (embedding methods) or x 1 (presence), for infidelity
 
 
 class FusionExplainer:
@@ -53,8 +54,9 @@ class FusionExplainer:
     batch dict, so the forwards below rebuild it; ``image_forward`` puts the scan first
     (for image methods), ``text_forward`` the token ids (for ``LayerIntegratedGradients``
     on ``word_embeddings``), ``embedding_forward`` the word embeddings themselves (for
-    perturbation metrics in embedding space). The attention mask always travels along,
-    so padding never receives attribution.
+    perturbation metrics in embedding space), ``presence_forward`` each token's presence (a
+    soft attention mask, for IG along the path on which the words are deleted). The
+    attention mask always travels along, so padding never receives attribution.
     """
 
     def __init__(self, model: nn.Module, tokenizer, max_length: int = 96,
@@ -68,6 +70,7 @@ class FusionExplainer:
         self.blank_value = float(model.blank_image_value)
         self.cls_id, self.sep_id = model.cls_id, model.sep_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.baseline_id = self.pad_id  # "no word" in ``text_baseline``; ``baseline_token_check`` tests the choice
 
     # ------------------------------------------------------------------ forwards
     def image_forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -82,6 +85,17 @@ class FusionExplainer:
                      attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, token ids first: the forward for Captum's layer methods on ``word_embeddings``."""
         return self.image_forward(images, input_ids, attention_mask)
+
+    def presence_forward(self, presence: torch.Tensor, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Logits, token presence first (B x T floats in [0, 1], see ``models.TextEncoder``): the
+        forward for Integrated Gradients along the path on which words fade out of the note."""
+        return self.image_forward(images, input_ids, presence)
+
+    def presence_baseline(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Presence 1 for ``[CLS]``/``[SEP]``, 0 for every word and pad: the note with its words deleted
+        (the frame stays where it was, so only ``[SEP]``'s position differs from the empty note)."""
+        frame = (input_ids == self.cls_id) | (input_ids == self.sep_id)
+        return (frame & attention_mask.bool()).float()
 
     def embedding_forward(self, word_embeds: torch.Tensor, images: torch.Tensor,
                           attention_mask: torch.Tensor) -> torch.Tensor:
@@ -107,9 +121,26 @@ class FusionExplainer:
                               return_offsets_mapping=True, return_tensors="pt")
 
     def text_baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[CLS] [PAD] ... [PAD] [SEP]``: the note's length and frame, every word removed."""
+        """``[CLS] [PAD] ... [PAD] [SEP]``: the note's length and frame, every word replaced by
+        ``baseline_id`` ([PAD] unless set otherwise)."""
         keep = (input_ids == self.cls_id) | (input_ids == self.sep_id)
-        return torch.where(keep, input_ids, torch.full_like(input_ids, self.pad_id))
+        return torch.where(keep, input_ids, torch.full_like(input_ids, self.baseline_id))
+
+    @torch.no_grad()
+    def intervene(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  tokens: torch.Tensor, replace_id: int | None = None) -> torch.Tensor:
+        """Logits with the flagged ``tokens`` (B x T, bool) replaced by ``replace_id``, or deleted when None.
+
+        Deleting sets their attention mask to 0: neither BERT's attention nor the mean pooling
+        sees them, and the other tokens keep their positions. Comparing the two tells whether an
+        attribution reflects what the model reads or what the baseline token does to it.
+        """
+        tokens = tokens.to(input_ids.device).bool()
+        if replace_id is None:
+            attention_mask = attention_mask.masked_fill(tokens, 0)
+        else:
+            input_ids = input_ids.masked_fill(tokens, replace_id)
+        return self.image_forward(images, input_ids, attention_mask)
 
     def empty_notes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` empty notes, ``[CLS] [SEP]``: what the tokenizer gives for "" and what
@@ -128,20 +159,24 @@ class FusionExplainer:
         """Word attributions of each note towards its target class.
 
         ``method``: ``"lig"`` (``LayerIntegratedGradients`` on ``word_embeddings``, baseline
-        ``text_baseline``) or ``"grad_x_input"`` (``LayerGradientXActivation``, its one-step
-        cousin). Token scores are summed over the embedding dimension, then over the word
+        ``text_baseline``), ``"grad_x_input"`` (``LayerGradientXActivation``, its one-step
+        cousin) or ``"presence"`` (``IntegratedGradients`` over each token's presence, from
+        ``presence_baseline`` to the note: words fade out instead of turning into a baseline
+        token). Token scores are summed over the embedding dimension, then over the word
         pieces of each word (``word_ids``). Notes of similar length are batched together;
         padding gets no attribution (the attention mask hides it, and the baseline keeps it).
         """
-        from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+        from captum.attr import IntegratedGradients, LayerGradientXActivation, LayerIntegratedGradients
         from tqdm.auto import tqdm
 
         if method == "lig":
             explainer = LayerIntegratedGradients(self.text_forward, self.word_embeddings)
         elif method == "grad_x_input":
             explainer = LayerGradientXActivation(self.text_forward, self.word_embeddings)
+        elif method == "presence":
+            explainer = IntegratedGradients(self.presence_forward)
         else:
-            raise ValueError(f"method must be 'lig' or 'grad_x_input', got {method!r}")
+            raise ValueError(f"method must be 'lig', 'grad_x_input' or 'presence', got {method!r}")
         tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         lengths = [len(ids) for ids in tokens]
         order = np.argsort(lengths, kind="stable")
@@ -160,6 +195,12 @@ class FusionExplainer:
                                               internal_batch_size=max(self.internal_batch_size, len(chunk)),
                                               return_convergence_delta=True)
                 deltas = d.tolist()
+            elif method == "presence":
+                attr, d = explainer.attribute(mask.float(), baselines=self.presence_baseline(ids, mask), target=target,
+                                              additional_forward_args=(ids, args[0]), n_steps=n_steps,
+                                              internal_batch_size=max(self.internal_batch_size, len(chunk)),
+                                              return_convergence_delta=True)
+                attr, deltas = attr.unsqueeze(-1), d.tolist()  # one 'dimension' per token
             else:
                 attr = explainer.attribute(ids, target=target, additional_forward_args=args)
             attr = attr.detach().cpu()
@@ -192,6 +233,47 @@ def merge_word_pieces(token_scores: np.ndarray, word_ids: list[int | None], offs
     order = sorted(spans)
     word_spans = [(spans[w][0], spans[w][1]) for w in order]
     return [text[s:e] for s, e in word_spans], word_spans, np.array([sums[w] for w in order])
+
+
+def baseline_token_check(explainer: FusionExplainer, images: torch.Tensor, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, candidates: dict[str, int], repeats: int = 2,
+                         seed: int = 0) -> dict[str, float]:
+    """How far replacing a word piece by each candidate token is from deleting it.
+
+    Integrated Gradients fades every token into the baseline token, so that token should act
+    like an absent word. In each of ``repeats`` rounds one random word piece per note (never
+    [CLS], [SEP] or padding) is replaced by each candidate and, separately, deleted
+    (``FusionExplainer.intervene``). Returns, per candidate, the mean |logit difference| between
+    the two over notes, rounds and classes: 0 means the candidate is as good as absent.
+    """
+    images, input_ids, attention_mask = (t.to(explainer.device) for t in (images, input_ids, attention_mask))
+    words = attention_mask.bool() & (input_ids != explainer.cls_id) & (input_ids != explainer.sep_id)
+    gen = torch.Generator().manual_seed(seed)
+    gaps: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        pick = torch.rand(words.shape, generator=gen).to(words.device).masked_fill(~words, -1.0).argmax(1)
+        flags = torch.zeros_like(words)
+        flags[torch.arange(len(flags)), pick] = True
+        flags &= words  # a note without words loses nothing
+        deleted = explainer.intervene(images, input_ids, attention_mask, flags)
+        for name, token_id in candidates.items():
+            replaced = explainer.intervene(images, input_ids, attention_mask, flags, token_id)
+            gaps[name].append((replaced - deleted).abs().mean().item())
+    return {name: float(np.mean(v)) for name, v in gaps.items()}
+
+
+def tokens_in_spans(offsets: torch.Tensor, spans: list[list[tuple[int, int]]]) -> torch.Tensor:
+    """B x T flags: tokens whose characters lie inside one of their note's character ``spans``.
+
+    ``offsets`` is the fast tokenizer's ``offset_mapping`` (B x T x 2); special tokens and
+    padding, offset (0, 0), are never flagged.
+    """
+    start, end = offsets[..., 0], offsets[..., 1]
+    flags = torch.zeros(start.shape, dtype=torch.bool)
+    for i, note_spans in enumerate(spans):
+        for s, e in note_spans:
+            flags[i] |= (start[i] >= s) & (end[i] <= e) & (end[i] > start[i])
+    return flags
 
 
 # ---------------------------------------------------------------------- localization
@@ -360,7 +442,8 @@ def highlight_note(ax, attribution: TextAttribution, evidence_spans: list[tuple[
 # ---------------------------------------------------------------------- benchmark
 def benchmark_ig(model: nn.Module, tokenizer, data, n: int = 8, n_steps: int = 50,
                  device="cpu") -> dict[str, float]:
-    """Attributions per second for image IG (black baseline) and text LIG on ``n`` samples of ``data``.
+    """Attributions per second for image IG (black baseline), text LIG and IG on word presence,
+    on ``n`` samples of ``data``.
 
     For ``make bench``: ``data`` is a ``MultimodalData``; the model is used as it is (trained
     or not: the cost does not depend on the weights).
@@ -384,5 +467,8 @@ def benchmark_ig(model: nn.Module, tokenizer, data, n: int = 8, n_steps: int = 5
     start = time.perf_counter()
     ex.explain_texts(list(ds.data.texts), images, targets.tolist(), "lig", n_steps=n_steps, progress=False)
     text_rate = len(images) / (time.perf_counter() - start)
-    return {"image_ig_per_s": image_rate, "text_lig_per_s": text_rate, "n_steps": n_steps,
-            "device": str(ex.device)}
+    start = time.perf_counter()
+    ex.explain_texts(list(ds.data.texts), images, targets.tolist(), "presence", n_steps=n_steps, progress=False)
+    presence_rate = len(images) / (time.perf_counter() - start)
+    return {"image_ig_per_s": image_rate, "text_lig_per_s": text_rate, "text_presence_ig_per_s": presence_rate,
+            "n_steps": n_steps, "device": str(ex.device)}

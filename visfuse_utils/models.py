@@ -46,7 +46,13 @@ class SmallCNN(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """A Hugging Face encoder (``AutoModel``) -> mean of its token states over the attention mask."""
+    """A Hugging Face encoder (``AutoModel``) -> mean of its token states over the attention mask.
+
+    A floating-point mask is read as each token's *presence* in [0, 1]: attention to a token
+    is scaled by it (an additive log-presence mask) and so is its weight in the mean. Presence 1
+    or 0 gives exactly what the 0/1 mask gives; in between, a word fades out of the note
+    (notebook 05 integrates gradients along that path).
+    """
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -55,13 +61,18 @@ class TextEncoder(nn.Module):
 
     def token_states(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
         """Last-layer states, B x T x hidden (``inputs_embeds`` lets fusion or Captum feed embeddings)."""
+        if attention_mask is not None and attention_mask.is_floating_point():
+            present = attention_mask > 0  # log(presence), with absent tokens fully masked (and no inf gradients)
+            log_p = torch.log(torch.where(present, attention_mask, torch.ones_like(attention_mask)))
+            dtype = self.encoder.dtype
+            attention_mask = torch.where(present, log_p, torch.finfo(dtype).min).to(dtype)[:, None, None, :]
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                             inputs_embeds=inputs_embeds).last_hidden_state
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
         states = self.token_states(input_ids, attention_mask, inputs_embeds)
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
 
     def freeze(self) -> "TextEncoder":
         """Stop gradients into the encoder (linear probe / frozen features)."""
