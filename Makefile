@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.visfuse-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/*.ipynb))
 
-.PHONY: setup run solutions test lab bench publish clean
+.PHONY: setup run solutions test lint lab bench publish clean
 
 # Idempotent: re-installs only when pyproject.toml changed or the venv is incomplete.
 $(STAMP): pyproject.toml
@@ -35,9 +35,14 @@ solutions: setup
 	  $(BIN)/papermill --cwd $$(dirname $$nb) -k python3 --no-progress-bar $$nb build/$$nb || exit 1; \
 	done
 
+# Lint first (seconds): ruff reads the package, the tests and the notebooks (.ipynb) alike.
 test: setup
+	$(BIN)/ruff check visfuse_utils tests notebooks data
 	VISFUSE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 	  --sanitize-with tests/sanitize.cfg tests notebooks
+
+lint: setup
+	$(BIN)/ruff check visfuse_utils tests notebooks data
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random BERT (fast, offline) for model tests."""
+"""Shared fixtures: a tiny random BERT (fast, offline) for model tests, and fusion models around it."""
+import copy
+import types
+
 import pytest
 import torch
 
@@ -21,3 +24,20 @@ def make_batch(n=6, length=10, image_size=32, seed=0):
     mask[0, 6:] = 0
     return {"image": torch.randn(n, 1, image_size, image_size, generator=g), "input_ids": ids,
             "attention_mask": mask, "label": torch.arange(n) % 3}
+
+
+def _stub_tokenizer():
+    return types.SimpleNamespace(pad_token_id=0)
+
+
+@pytest.fixture()
+def tiny_fusion(tiny_bert):
+    """build(kind) -> (a fusion model around the tiny BERT, its FusionExplainer)."""
+    from visfuse_utils import interpret, models
+
+    def build(kind):
+        torch.manual_seed(0)
+        model = models.build_fusion_model(kind, copy.deepcopy(tiny_bert), n_classes=3, cls_id=101 % 120,
+                                          sep_id=102 % 120).eval()
+        return model, interpret.FusionExplainer(model, _stub_tokenizer(), internal_batch_size=7)
+    return build

@@ -1,7 +1,7 @@
-"""Notebook 05's toolbox: localization metrics with known answers, IG completeness, the Captum wrapper.
+"""The Captum adapter of notebook 05: forwards that match the model, baselines, interventions, completeness.
 
-Localization and Shapley tests use hand-made inputs; the wrapper is tested on a tiny random
-BERT (fast) and once on the offline MiniLM with a fixed note (the real tokenizer's offsets).
+The wrapper is tested on a tiny random BERT (fast) and once on the offline MiniLM with a
+fixed note (the real tokenizer's offsets).
 """
 import copy
 import types
@@ -9,56 +9,13 @@ import types
 import numpy as np
 import pytest
 import torch
-from captum.attr import IntegratedGradients, LayerIntegratedGradients, ShapleyValues
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 from visfuse_utils import data, interpret, models
+from visfuse_utils.attribution_scores import words_in_spans
+from visfuse_utils.synthscan import make_synthscan
 
 from conftest import make_batch
-
-
-# ------------------------------------------------------------------ localization: known answers
-def test_mask_mass_fraction_known_answers():
-    mask = np.zeros((4, 4), bool)
-    mask[:2, :2] = True  # a quarter of the image
-    inside = np.where(mask, 1.0, 0.0)
-    assert interpret.mask_mass_fraction(inside, mask) == 1.0
-    assert interpret.mask_mass_fraction(1.0 - inside, mask) == 0.0
-    assert interpret.mask_mass_fraction(np.ones((4, 4)), mask) == pytest.approx(0.25)  # uniform map = chance
-    half = inside * 3.0 + (1 - inside) * 1.0  # 4 px x 3 inside, 12 px x 1 outside
-    assert interpret.mask_mass_fraction(half, mask) == pytest.approx(0.5)
-    negative_outside = np.where(mask, 2.0, -5.0)  # negative attribution is not mass
-    assert interpret.mask_mass_fraction(negative_outside, mask) == 1.0
-    assert np.isnan(interpret.mask_mass_fraction(-np.ones((4, 4)), mask))
-
-
-def test_pointing_game_known_answers():
-    mask = np.zeros((5, 5), bool)
-    mask[1:3, 1:3] = True
-    attr = np.zeros((5, 5))
-    attr[2, 2] = 1.0
-    assert interpret.pointing_game(attr, mask) == 1.0
-    attr[4, 4] = 2.0
-    assert interpret.pointing_game(attr, mask) == 0.0
-
-
-def test_span_mass_fraction_known_answers():
-    text = "Age 40. Lump grew fast. Likes tea."
-    words = text.replace(".", " .").split()
-    spans, pos = [], 0
-    for w in words:
-        start = text.index(w, pos)
-        spans.append((start, start + len(w)))
-        pos = start + len(w)
-    evidence = [(8, 23)]  # "Lump grew fast."
-    inside = interpret.words_in_spans(spans, evidence)
-    assert [w for w, i in zip(words, inside) if i] == ["Lump", "grew", "fast", "."]
-    scores = np.where(inside, 1.0, 0.0)
-    assert interpret.span_mass_fraction(scores, spans, evidence) == 1.0
-    assert interpret.span_mass_fraction(np.ones(len(words)), spans, evidence) == pytest.approx(inside.mean())
-    scores = np.where(inside, 1.0, -1.0)  # negatives outside do not count
-    assert interpret.span_mass_fraction(scores, spans, evidence) == 1.0
-    scores = np.where(inside, 0.0, 2.0)
-    assert interpret.span_mass_fraction(scores, spans, evidence) == 0.0
 
 
 def test_merge_word_pieces_sums_pieces_and_skips_specials():
@@ -71,44 +28,7 @@ def test_merge_word_pieces_sums_pieces_and_skips_specials():
     np.testing.assert_allclose(scores, [1.0, 2.5])
 
 
-def test_rank_correlation_and_perturbation():
-    a = np.arange(10.0)
-    assert interpret.rank_correlation(a, 2 * a + 1) == pytest.approx(1.0)
-    assert interpret.rank_correlation(a, -a) == pytest.approx(1.0)  # absolute values: sign flips are the same map
-    assert np.isnan(interpret.rank_correlation(a, np.zeros(10)))
-    x = torch.ones(3, 4)
-    noise, perturbed = interpret.gaussian_perturbation(0.1)(x)
-    assert torch.allclose(perturbed + noise, x)
-
-
-# ------------------------------------------------------------------ IG completeness on a tiny model
-def test_ig_completeness_on_a_tiny_model():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    x, base = torch.randn(4, 6), torch.zeros(4, 6)
-    attr, delta = IntegratedGradients(net).attribute(x, baselines=base, target=1, n_steps=64,
-                                                     return_convergence_delta=True)
-    with torch.no_grad():
-        gap = net(x)[:, 1] - net(base)[:, 1]
-    torch.testing.assert_close(attr.sum(1), gap, atol=1e-4, rtol=1e-4)
-    assert delta.abs().max() < 1e-4
-
-
 # ------------------------------------------------------------------ the wrapper on a tiny BERT
-def _stub_tokenizer():
-    return types.SimpleNamespace(pad_token_id=0)
-
-
-@pytest.fixture()
-def tiny_fusion(tiny_bert):
-    def build(kind):
-        torch.manual_seed(0)
-        model = models.build_fusion_model(kind, copy.deepcopy(tiny_bert), n_classes=3, cls_id=101 % 120,
-                                          sep_id=102 % 120).eval()
-        return model, interpret.FusionExplainer(model, _stub_tokenizer(), internal_batch_size=7)
-    return build
-
-
 @pytest.mark.parametrize("kind", ["late", "concat", "gated", "token"])
 def test_forwards_match_the_model(kind, tiny_fusion):
     model, ex = tiny_fusion(kind)
@@ -193,7 +113,7 @@ class _BagOfWords(torch.nn.Module):
             self.emb.weight[0] = 0.0
         self.head = torch.nn.Linear(4, 3)
         self.text_encoder = types.SimpleNamespace(encoder=types.SimpleNamespace(get_input_embeddings=lambda: self.emb))
-        self.blank_image_value, self.cls_id, self.sep_id = -2.0, 101 % 120, 102 % 120
+        self.cls_id, self.sep_id = 101 % 120, 102 % 120
 
     def forward(self, batch):
         words = (self.emb(batch["input_ids"]) * batch["attention_mask"][..., None]).sum(1)
@@ -201,7 +121,7 @@ class _BagOfWords(torch.nn.Module):
 
 
 def test_baseline_token_check_known_answers():
-    ex = interpret.FusionExplainer(_BagOfWords(), _stub_tokenizer())
+    ex = interpret.FusionExplainer(_BagOfWords(), types.SimpleNamespace(pad_token_id=0))
     batch = make_batch()
     batch["input_ids"][1, 1:] = 102 % 120  # a note with no words loses nothing and counts 0
     args = (batch["image"], batch["input_ids"], batch["attention_mask"])
@@ -256,57 +176,12 @@ def test_image_ig_with_cached_text_is_complete(kind, tiny_fusion):
     assert (delta.abs() <= 0.03 * gap.abs().max()).all()
 
 
-# ------------------------------------------------------------------ modality Shapley values
-def test_modality_shapley_exact_efficient_and_equal_to_captum(tiny_fusion):
-    model, ex = tiny_fusion("concat")
-    batch = make_batch(n=4)
-    images, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
-    values = interpret.modality_values(ex, images, ids, mask)
-    target = values["both"].argmax(1)
-    phi_img, phi_txt = interpret.modality_shapley(values, target)
-    v = {k: p.gather(1, target[:, None]).squeeze(1).numpy() for k, p in values.items()}
-    np.testing.assert_allclose(phi_img + phi_txt, v["both"] - v["none"], atol=1e-6)  # efficiency
-
-    # The empty note [CLS] [SEP] gives what drop_modalities' padded empty note gives.
-    dropped = models.drop_modalities(dict(batch), p=0.0, sep_id=ex.sep_id)
-    dropped["input_ids"][:, 1:], dropped["attention_mask"][:, 2:] = 0, 0
-    dropped["input_ids"][:, 1] = ex.sep_id
-    with torch.no_grad():
-        padded = torch.softmax(model(dropped), 1)
-    torch.testing.assert_close(padded, values["image"], atol=1e-5, rtol=1e-4)
-
-    # Captum's ShapleyValues with one feature group per modality agrees.
-    def prob(img, i, m):
-        return torch.softmax(ex.image_forward(img, i, m), 1)
-    groups = (torch.zeros_like(images, dtype=torch.long), torch.ones_like(ids), torch.ones_like(mask))
-    baselines = (ex.blank_images(images), dropped["input_ids"], dropped["attention_mask"])
-    sv = ShapleyValues(prob).attribute((images, ids, mask), target=target, feature_mask=groups, baselines=baselines)
-    np.testing.assert_allclose(sv[0].flatten(1)[:, 0].numpy(), phi_img, atol=1e-5)
-    np.testing.assert_allclose(sv[1][:, 0].numpy(), phi_txt, atol=1e-5)
-
-
-def test_randomized_copy_changes_every_layer_and_keeps_the_original(tiny_fusion):
-    model, _ = tiny_fusion("token")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rand = interpret.randomized_copy(model, seed=1)
-    for name, p in model.named_parameters():
-        assert torch.equal(p, before[name]), "the trained model is untouched"
-    originals = dict(model.named_modules())
-    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)
-    layers = [n for n, m in rand.named_modules() if isinstance(m, kinds)]
-    assert len(layers) > 10
-    for name in layers:
-        assert not torch.equal(dict(rand.named_modules())[name].weight, originals[name].weight), name
-    assert not torch.equal(rand.fusion.image_pos, model.fusion.image_pos)
-    assert not rand.training
-
-
 # ------------------------------------------------------------------ the wrapper on the offline MiniLM
 @pytest.fixture(scope="module")
 def minilm():
-    from visfuse_utils import text
+    from visfuse_utils.pretrained import load_text_model
 
-    tokenizer, encoder, _ = text.load_text_model()
+    tokenizer, encoder, _ = load_text_model()
     return tokenizer, encoder
 
 
@@ -321,7 +196,7 @@ def test_explain_texts_on_minilm_fixed_input(kind, minilm):
     model = models.build_fusion_model(kind, copy.deepcopy(encoder), n_classes=3, cls_id=tokenizer.cls_token_id,
                                       sep_id=tokenizer.sep_token_id).eval()
     ex = interpret.FusionExplainer(model, tokenizer, internal_batch_size=16)
-    scan = data.make_synthscan(1, seed=3, image_size=32)
+    scan = make_synthscan(1, seed=3, image_size=32)
     image = data.MultimodalDataset(scan)[0]["image"][None]
     (lig,) = ex.explain_texts([NOTE], image, [2], "lig", n_steps=16, progress=False)
     (gxi,) = ex.explain_texts([NOTE], image, [2], "grad_x_input", progress=False)
@@ -349,7 +224,7 @@ def test_explain_texts_on_minilm_fixed_input(kind, minilm):
         change = ex.text_forward(enc["input_ids"], image, enc["attention_mask"])[0, 2] - deleted
     assert pres.scores.sum() - pres.delta == pytest.approx(change.item(), abs=1e-5)
     evidence = [(NOTE.index("The lump"), NOTE.index(" Non-smoker"))]
-    inside = interpret.words_in_spans(lig.word_spans, evidence)
+    inside = words_in_spans(lig.word_spans, evidence)
     assert lig.words[int(np.argmax(inside))] == "The" and inside.sum() == 11
 
 
@@ -360,7 +235,7 @@ def test_explain_texts_batching_changes_nothing(minilm):
     model = models.build_fusion_model("concat", copy.deepcopy(encoder), n_classes=3, cls_id=tokenizer.cls_token_id,
                                       sep_id=tokenizer.sep_token_id).eval()
     ex = interpret.FusionExplainer(model, tokenizer)
-    scans = data.make_synthscan(3, seed=5, image_size=32)
+    scans = make_synthscan(3, seed=5, image_size=32)
     images = torch.stack([data.MultimodalDataset(scans)[i]["image"] for i in range(3)])
     notes = [NOTE, scans.texts[0], scans.texts[1]]
     together = ex.explain_texts(notes, images, [0, 1, 2], "lig", n_steps=4, batch_size=3, progress=False)
@@ -372,14 +247,23 @@ def test_explain_texts_batching_changes_nothing(minilm):
 
 
 def test_benchmark_ig_reports_rates(minilm):
+    from bench import benchmark_ig
+
     tokenizer, encoder = minilm
     model = models.build_fusion_model("concat", copy.deepcopy(encoder), n_classes=3, cls_id=tokenizer.cls_token_id,
                                       sep_id=tokenizer.sep_token_id)
-    rates = interpret.benchmark_ig(model, tokenizer, data.make_synthscan(2, seed=0, image_size=32), n=2, n_steps=4)
+    rates = benchmark_ig(model, tokenizer, make_synthscan(2, seed=0, image_size=32), n=2, n_steps=4)
     assert rates["image_ig_per_s"] > 0 and rates["text_lig_per_s"] > 0 and rates["text_presence_ig_per_s"] > 0
     assert rates["n_steps"] == 4
 
 
-def test_default_internal_batch_size():
-    assert interpret.default_internal_batch_size("cpu") == 32
-    assert interpret.default_internal_batch_size("cuda") == 64
+def test_internal_batch_size_bounds_memory_not_the_result(tiny_fusion):
+    """Captum's internal batching splits the interpolation steps into chunks; the attributions stay the same."""
+    model, ex = tiny_fusion("concat")
+    batch = make_batch(n=3)
+    args = (batch["input_ids"], batch["attention_mask"], ex.text_features(batch["input_ids"], batch["attention_mask"]))
+    ig = IntegratedGradients(ex.image_forward)
+    runs = [ig.attribute(batch["image"], baselines=ex.blank_value, target=1, additional_forward_args=args,
+                         n_steps=20, internal_batch_size=size) for size in (7, 60)]
+    torch.testing.assert_close(runs[0], runs[1], atol=1e-6, rtol=1e-5)
+    assert interpret.default_internal_batch_size("cuda") >= interpret.default_internal_batch_size("cpu") >= 1

@@ -1,6 +1,4 @@
-"""Metrics against scikit-learn on fixed inputs, ECE on a known case, results files."""
-import json
-
+"""Metrics against scikit-learn on fixed inputs, ECE on a known case, the results table."""
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
@@ -28,11 +26,13 @@ def test_ece_known_answer():
     assert M.expected_calibration_error(np.array([0, 1, 2]), perfect) == 0.0
 
 
-def test_mean_std_and_save(tmp_path, monkeypatch):
-    monkeypatch.setenv("VISFUSE_BUILD", str(tmp_path))
+def test_mean_std():
     agg = M.mean_std([{"accuracy": 0.5, "n_params": 10}, {"accuracy": 0.7, "n_params": 10}])
     assert np.isclose(agg["accuracy"], 0.6) and np.isclose(agg["accuracy_std"], np.std([0.5, 0.7], ddof=1))
     assert agg["n_params"] == 10 and agg["n_seeds"] == 2
-    path = M.save_results("99_test", {"model": {"accuracy": np.float32(0.5)}}, {"profile": "smoke"})
-    assert path == tmp_path / "results" / "99_test.json"
-    assert json.loads(path.read_text())["models"]["model"]["accuracy"] == 0.5
+
+
+def test_table_puts_the_course_columns_first():
+    frame = M.table({"a": {"extra": 1.0, "ece": 0.1, "accuracy": 0.9}, "b": {"accuracy": 0.5}})
+    assert list(frame.columns) == ["accuracy", "ece", "extra"] and frame.index.name == "model"
+    assert np.isnan(frame.loc["b", "ece"])

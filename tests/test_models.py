@@ -61,96 +61,6 @@ def test_unknown_fusion_is_a_clear_error(tiny_bert):
         M.build_fusion_model("sum", tiny_bert, 3)
 
 
-def _loader(n=12, seed=0):
-    items = []
-    b = make_batch(n=n, seed=seed)
-    for i in range(n):
-        items.append({"image": b["image"][i], "input_ids": b["input_ids"][i], "label": b["label"][i], "index": i})
-    from visfuse_utils.data import collate
-
-    return torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate)
-
-
-def test_cached_features_give_the_same_logits(tiny_bert):
-    from visfuse_utils import train as T
-
-    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
-    loader = _loader()
-    cached = T.cache_features(model, {"test": loader})["test"]
-    raw = torch.cat([model(b) for b in loader])
-    fast = torch.cat([model(b) for b in cached])
-    assert torch.allclose(raw, fast, atol=1e-5)
-    assert model.blank_features["image"].shape == (1, 128) and model.blank_features["text"].shape == (1, 32)
-
-
-def test_modality_dropout_on_features_uses_blank_features(tiny_bert):
-    blank = {"image": torch.full((1, 4), 7.0), "text": torch.full((1, 3), -7.0)}
-    batch = {"image_features": torch.zeros(50, 4), "text_features": torch.zeros(50, 3), "label": torch.zeros(50)}
-    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0), blank_features=blank)
-    img_dropped = (out["image_features"] == 7.0).all(1)
-    txt_dropped = (out["text_features"] == -7.0).all(1)
-    assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
-    with pytest.raises(ValueError, match="blank_features"):
-        M.drop_modalities(batch, 0.3)
-
-
-def test_kept_images_train_the_cnn_on_cached_text(tiny_bert):
-    from visfuse_utils import train as T
-
-    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
-    loader = _loader()
-    cached = T.cache_features(model, {"test": loader}, keep_images=True)["test"]
-    first = next(iter(cached))
-    assert set(first) == {"image", "text_features", "label", "index"}
-    raw = torch.cat([model(b) for b in loader])
-    mixed = torch.cat([model(b) for b in cached])
-    assert torch.allclose(raw, mixed, atol=1e-5)
-    model.train()
-    torch.nn.functional.cross_entropy(model(first), first["label"]).backward()
-    assert model.image_encoder.features[0][0].weight.grad.abs().sum() > 0
-    assert model.text_encoder.encoder.embeddings.word_embeddings.weight.grad is None  # BERT never ran
-
-
-def test_features_cached_from_a_scan_cache_skip_bert_and_match(tiny_bert, monkeypatch):
-    from visfuse_utils import train as T
-
-    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
-    loader = _loader()
-    direct = T.cache_features(model, {"test": loader})["test"]
-    scans = T.cache_features(model, {"test": loader}, keep_images=True)
-    calls, encode = [], model.text_encoder.forward
-    monkeypatch.setattr(model.text_encoder, "forward", lambda *a, **k: calls.append(1) or encode(*a, **k))
-    from_scans = T.cache_features(model, scans)["test"]
-    assert calls == [1]  # only the blank note's features; the cached notes were not encoded again
-
-    def by_index(cached):
-        rows = {int(i): (f, t) for b in cached for i, f, t in zip(b["index"], b["image_features"], b["text_features"])}
-        return [rows[i] for i in sorted(rows)]
-
-    for (f1, t1), (f2, t2) in zip(by_index(direct), by_index(from_scans), strict=True):
-        assert torch.allclose(f1, f2, atol=1e-5) and torch.allclose(t1, t2, atol=1e-5)
-
-
-def test_with_modality_missing_blanks_one_modality_and_keeps_the_rest(tiny_bert):
-    from visfuse_utils import train as T
-
-    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
-    cached = T.cache_features(model, {"test": _loader()})["test"]
-    no_note = T.with_modality_missing(cached, "text", model.blank_features)
-    for before, after in zip(cached, no_note, strict=True):
-        assert (after["text_features"] == model.blank_features["text"]).all()
-        assert torch.equal(after["image_features"], before["image_features"])
-        assert torch.equal(after["label"], before["label"])
-    # the same logits as running the model on empty notes: [CLS] [SEP]
-    images = torch.cat([b["image"] for b in _loader()])  # the cache keeps the loader's order
-    empty = {"image": images, "input_ids": torch.tensor([[101 % 120, 102 % 120]] * len(images)),
-             "attention_mask": torch.ones(len(images), 2, dtype=torch.long)}
-    with torch.no_grad():
-        torch.testing.assert_close(model(empty), torch.cat([model(b) for b in no_note]), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="'image' or 'text'"):
-        T.with_modality_missing(cached, "audio", model.blank_features)
-
-
 def test_small_cnn_features_of_a_small_lesion_do_not_fade_in_a_larger_scan():
     torch.manual_seed(0)
     cnn = M.SmallCNN().eval()
@@ -164,10 +74,23 @@ def test_small_cnn_features_of_a_small_lesion_do_not_fade_in_a_larger_scan():
     assert not torch.allclose(*pooled_mean, atol=1e-3)  # an average would have diluted it
 
 
-def test_modality_dropout_on_scans_with_cached_text(tiny_bert):
-    blank = {"image": torch.full((1, 4), 7.0), "text": torch.full((1, 3), -7.0)}
-    batch = {"image": torch.zeros(50, 1, 8, 8), "text_features": torch.zeros(50, 3), "label": torch.zeros(50)}
-    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0), blank_features=blank)
+def test_modality_dropout_blanks_one_modality_per_sample_from_the_batchs_blanks():
+    batch = {"image_features": torch.zeros(50, 4), "text_features": torch.zeros(50, 3), "label": torch.zeros(50),
+             "blank_image_features": torch.full((1, 4), 7.0), "blank_text_features": torch.full((1, 3), -7.0)}
+    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0))
+    img_dropped = (out["image_features"] == 7.0).all(1)
+    txt_dropped = (out["text_features"] == -7.0).all(1)
+    assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
+    assert 0.15 < img_dropped.float().mean() < 0.45 and 0.15 < txt_dropped.float().mean() < 0.45
+    del batch["blank_text_features"]
+    with pytest.raises(ValueError, match="blank_text_features"):
+        M.drop_modalities(batch, 0.3)
+
+
+def test_modality_dropout_on_scans_with_cached_text():
+    batch = {"image": torch.zeros(50, 1, 8, 8), "text_features": torch.zeros(50, 3), "label": torch.zeros(50),
+             "blank_text_features": torch.full((1, 3), -7.0)}
+    out = M.drop_modalities(batch, 0.3, generator=torch.Generator().manual_seed(0))
     img_dropped = (out["image"] == -2.0).flatten(1).all(1)
     txt_dropped = (out["text_features"] == -7.0).all(1)
     assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()

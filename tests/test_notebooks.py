@@ -29,9 +29,17 @@ def setup_cell(path):
     return next(source(c) for c in cells(path) if c["cell_type"] == "code" and "google.colab" in source(c))
 
 
-def test_the_course_has_its_six_notebooks():
+def test_the_course_numbers_its_notebooks_from_01_without_gaps():
     names = [p.stem[:2] for p in NOTEBOOKS]
-    assert names == sorted(set(names)) and names[0] == "01"
+    assert len(names) >= 6 and names == [f"{i:02d}" for i in range(1, len(names) + 1)]
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_models_are_reused_through_the_store_only(path):
+    """No notebook finds another's model through checkpoint files or results files, or patches blank features."""
+    code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
+    for plumbing in ("blank_features", "load_checkpoint(", "save_checkpoint(", "_meta.json", '/ "checkpoints"'):
+        assert plumbing not in code, f"{path.name} uses {plumbing!r}; reuse models through visfuse_utils.recipes/store"
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)

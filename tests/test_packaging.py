@@ -1,7 +1,8 @@
 """environment.yml and pyproject.toml list the same packages with the same ranges; torch is never pinned."""
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

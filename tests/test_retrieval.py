@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from visfuse_utils import losses, models, retrieval
+from visfuse_utils import losses, models, recipes, retrieval
+from visfuse_utils.features import encode_texts
+from visfuse_utils.synthscan import make_synthscan
 
 
 def test_info_nce_matches_hand_computation():
@@ -112,21 +114,15 @@ class _FakeTextEncoder(nn.Module):
 def _fake_tokenizer(texts, **kwargs):
     ids = [[hash(w) % 100 for w in t.split()] for t in texts]
     longest = max(map(len, ids))
-    out = {"input_ids": torch.tensor([i + [0] * (longest - len(i)) for i in ids]),
-           "attention_mask": torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids])}
-
-    class _Batch(dict):
-        def to(self, device):
-            return _Batch({k: v.to(device) for k, v in self.items()})
-
-    return _Batch(out)
+    return {"input_ids": torch.tensor([i + [0] * (longest - len(i)) for i in ids]),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids])}
 
 
 def test_contrastive_model_shapes_temperature_and_frozen_text_tower():
     model = retrieval.ContrastiveModel(models.SmallCNN(width=4), _FakeTextEncoder(), dim=8, grid=2)
     img = model.embed_images(torch.randn(3, 1, 32, 32))
     assert img.shape == (3, 8) and torch.allclose(img.norm(dim=1), torch.ones(3))
-    feats = model.text_features(["a b", "c", "a b"], _fake_tokenizer)
+    feats = encode_texts(model.text_encoder, _fake_tokenizer, ["a b", "c", "a b"])
     assert feats.shape == (3, 12) and torch.equal(feats[0], feats[2])
     assert not any(p.requires_grad for p in model.text_encoder.parameters())
     assert model.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
@@ -139,16 +135,29 @@ def test_contrastive_model_shapes_temperature_and_frozen_text_tower():
     assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1.0)
 
 
-def test_fit_contrastive_runs_and_keeps_the_best_epoch():
-    from visfuse_utils import data
-
-    d = data.make_synthscan(60, seed=0, image_size=16)
-    train, val = d.subset(range(40)), d.subset(range(40, 60))
-    feats = torch.randn(60, 12, generator=torch.Generator().manual_seed(0))
+def test_the_objective_is_symmetric_info_nce_of_the_batch():
+    torch.manual_seed(0)
     model = retrieval.ContrastiveModel(models.SmallCNN(width=4), _FakeTextEncoder(), dim=8, grid=2)
-    hist = retrieval.fit_contrastive(model, train, feats[:40], val, feats[40:], epochs=2, batch_size=16,
-                                     progress=False)
-    assert len(hist.train_loss) == len(hist.temperature) == len(hist.val_recall10) == 2
-    assert 0 <= hist.best_epoch < 2 and all(np.isfinite(hist.train_loss))
-    sim = retrieval.text_image_similarity(model, val, feats[40:])
-    assert sim.shape == (20, 20) and retrieval.recall_at_k(sim, 10) == pytest.approx(hist.val_recall10[hist.best_epoch])
+    batch = {"image": torch.randn(5, 1, 16, 16), "text_features": torch.randn(5, 12)}
+    expected = losses.info_nce(model.embed_images(batch["image"]), model.embed_text_features(batch["text_features"]),
+                               1 / model.logit_scale)
+    torch.testing.assert_close(model.objective(batch), expected)
+
+
+def test_contrastive_recipe_trains_through_fit_keeps_the_best_epoch_and_is_reused(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISFUSE_BUILD", str(tmp_path))
+    d = make_synthscan(60, seed=0, image_size=16)
+    train_set, val_set = d.subset(range(40)), d.subset(range(40, 60))
+    kw = dict(text_model="tiny", seed=0, epochs=3, batch_size=16, dim=8, grid=2, width=4, progress=False)
+    model, art = recipes.contrastive(train_set, val_set, _fake_tokenizer, tiny_bert, **kw)
+    hist = art.history()
+    assert len(hist.train_loss) == len(hist.val["temperature"]) == len(hist.val["R@10"]) == 3
+    best = max(range(3), key=hist.val["R@10"].__getitem__)
+    assert hist.best_epoch == best and all(np.isfinite(hist.train_loss))
+    feats = encode_texts(model.text_encoder, _fake_tokenizer, val_set.captions)
+    sim = retrieval.text_image_similarity(model, val_set, feats)
+    assert sim.shape == (20, 20) and retrieval.recall_at_k(sim, 10) == pytest.approx(hist.val["R@10"][best])
+    again, art2 = recipes.contrastive(train_set, val_set, _fake_tokenizer, tiny_bert, **kw)
+    assert art2.reused and not any(p.requires_grad for p in again.text_encoder.parameters())
+    saved = torch.load(tmp_path / "artifacts" / f"contrastive-{art.key}.pt", weights_only=True)
+    assert not any(k.startswith("text_encoder.") and "weight" in k for k in saved)  # the frozen tower is not stored

@@ -1,18 +1,22 @@
 """VisFuse: the shared memory of the course notebooks.
 
 Every notebook starts with ``import visfuse_utils as vf``. This module holds what
-all of them need first: the run profile, seeding and device choice.
+all of them need first and last: the run profile, seeding and device choice, and
+``save_results`` (the ``results`` schema) that every notebook ends with.
 """
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .results import save_results
+
 __version__ = "0.1.0"
+__all__ = ["PROFILES", "Profile", "build_dir", "describe_run", "get_device", "get_profile", "save_results", "set_seed"]
 
 PROFILES = ("smoke", "full")
 
@@ -33,14 +37,16 @@ class Profile:
     seeds: tuple[int, ...]
     ig_steps: int
     n_explain: int
-    extra: dict = field(default_factory=dict)
+    head_epochs: int  # fusion heads on frozen features (notebook 04)
+    finetune_epochs: int  # the CNN fine-tuned inside concat fusion (notebook 04)
+    token_epochs: int  # token fusion, end to end (notebook 04)
 
 
 _PROFILES = {
-    "smoke": Profile("smoke", n_samples=240, image_size=32, epochs=1, text_epochs=1,
-                     seeds=(0,), ig_steps=8, n_explain=4),
-    "full": Profile("full", n_samples=2000, image_size=64, epochs=12, text_epochs=2,
-                    seeds=(0, 1, 2), ig_steps=50, n_explain=32),
+    "smoke": Profile("smoke", n_samples=240, image_size=32, epochs=1, text_epochs=1, seeds=(0,), ig_steps=8,
+                     n_explain=4, head_epochs=2, finetune_epochs=1, token_epochs=1),
+    "full": Profile("full", n_samples=2000, image_size=64, epochs=12, text_epochs=2, seeds=(0, 1, 2), ig_steps=50,
+                    n_explain=32, head_epochs=40, finetune_epochs=6, token_epochs=1),
 }
 
 

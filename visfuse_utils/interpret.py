@@ -1,27 +1,21 @@
-"""Captum for the fusion models, scored against SynthScan's ground truth (notebook 05).
+"""Captum for the fusion models: the one adapter between Captum and a ``FusionClassifier`` (notebook 05).
 
-Three concerns live here:
-
-* ``FusionExplainer`` -- the one wrapper that makes Captum work with a ``FusionClassifier``
-  around a Hugging Face encoder: plain-tensor forward functions (Captum cannot pass a batch
-  dict), the text baseline, token-to-word merging with the fast tokenizer's offsets, an
-  ``internal_batch_size`` sized by device, and a text-feature cache that spares image
-  methods a BERT pass per step when the fusion allows it.
-* Localization against ground truth: ``mask_mass_fraction``, ``pointing_game``,
-  ``span_mass_fraction`` and their chance levels.
-* Sanity checks: exact two-player Shapley values per modality, model-parameter
-  randomisation (Adebayo et al., 2018) with rank correlations, and interventions on the note
-  (``intervene``, ``baseline_token_check``): is a baseline token as good as a deleted word?
+``FusionExplainer`` gives Captum plain-tensor forward functions (Captum cannot pass a batch
+dict), the text baselines, token-to-word merging with the fast tokenizer's offsets, an
+``internal_batch_size`` sized by device, and the note's pooled features so that image methods
+skip a BERT pass per step when the fusion allows it. Interventions on the note (``intervene``,
+``baseline_token_check``) ask whether a baseline token is as good as a deleted word.
+``attribution_scores`` judges what comes out.
 """
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from .data import BLANK_PIXEL, MAX_LENGTH
 
 
 def default_internal_batch_size(device) -> int:
@@ -59,7 +53,7 @@ class FusionExplainer:
     attention mask always travels along, so padding never receives attribution.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, max_length: int = 96,
+    def __init__(self, model: nn.Module, tokenizer, max_length: int = MAX_LENGTH,
                  internal_batch_size: int | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -67,7 +61,7 @@ class FusionExplainer:
         self.device = next(model.parameters()).device
         self.internal_batch_size = internal_batch_size or default_internal_batch_size(self.device)
         self.word_embeddings: nn.Embedding = model.text_encoder.encoder.get_input_embeddings()
-        self.blank_value = float(model.blank_image_value)
+        self.blank_value = BLANK_PIXEL
         self.cls_id, self.sep_id = model.cls_id, model.sep_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.baseline_id = self.pad_id  # "no word" in ``text_baseline``; ``baseline_token_check`` tests the choice
@@ -149,7 +143,7 @@ class FusionExplainer:
         return ids, torch.ones_like(ids)
 
     def blank_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Black scans, ``model.blank_image_value`` everywhere: the missing scan of notebook 04."""
+        """Black scans, ``data.BLANK_PIXEL`` everywhere: the missing scan of notebook 04."""
         return torch.full_like(images, self.blank_value)
 
     # ------------------------------------------------------------------ text methods
@@ -274,201 +268,3 @@ def tokens_in_spans(offsets: torch.Tensor, spans: list[list[tuple[int, int]]]) -
         for s, e in note_spans:
             flags[i] |= (start[i] >= s) & (end[i] <= e) & (end[i] > start[i])
     return flags
-
-
-# ---------------------------------------------------------------------- localization
-def mask_mass_fraction(attr: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the positive attribution that lies inside the mask (nan when nothing is positive).
-
-    A map that ignores the lesion scores the mask's area fraction on average: that is chance.
-    """
-    pos = np.clip(np.asarray(attr, dtype=np.float64), 0, None)
-    total = pos.sum()
-    return float(pos[np.asarray(mask, bool)].sum() / total) if total > 0 else float("nan")
-
-
-def pointing_game(attr: np.ndarray, mask: np.ndarray) -> float:
-    """1.0 when the map's maximum falls inside the mask, else 0.0 (chance: the mask's area fraction)."""
-    attr = np.asarray(attr)
-    return float(np.asarray(mask, bool).flat[int(np.argmax(attr))])
-
-
-def words_in_spans(word_spans: list[tuple[int, int]], evidence_spans: list[tuple[int, int]]) -> np.ndarray:
-    """For each word, whether its character span overlaps an evidence span."""
-    return np.array([any(s < e2 and s2 < e for s2, e2 in evidence_spans) for s, e in word_spans], bool)
-
-
-def span_mass_fraction(word_attr: np.ndarray, word_spans: list[tuple[int, int]],
-                       evidence_spans: list[tuple[int, int]]) -> float:
-    """Share of the positive word attribution on evidence words (chance: ``words_in_spans(...).mean()``)."""
-    pos = np.clip(np.asarray(word_attr, dtype=np.float64), 0, None)
-    total = pos.sum()
-    return float(pos[words_in_spans(word_spans, evidence_spans)].sum() / total) if total > 0 else float("nan")
-
-
-# ---------------------------------------------------------------------- modality shares
-@torch.no_grad()
-def modality_values(explainer: FusionExplainer, images: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Class probabilities for the four coalitions of {scan, note}: 4 forward passes per sample.
-
-    Keys: ``"both"``, ``"image"`` (note emptied), ``"text"`` (scan blanked), ``"none"``.
-    The note's features are computed once for the full and once for the empty note.
-    """
-    images, input_ids, attention_mask = (t.to(explainer.device) for t in (images, input_ids, attention_mask))
-    empty_ids, empty_mask = explainer.empty_notes(len(images))
-    blank = explainer.blank_images(images)
-    full_txt = explainer.text_features(input_ids, attention_mask)
-    empty_txt = explainer.text_features(empty_ids, empty_mask)
-
-    def prob(img, ids, mask, feats):
-        return torch.softmax(explainer.image_forward(img, ids, mask, feats).float(), 1).cpu()
-
-    return {"both": prob(images, input_ids, attention_mask, full_txt),
-            "image": prob(images, empty_ids, empty_mask, empty_txt),
-            "text": prob(blank, input_ids, attention_mask, full_txt),
-            "none": prob(blank, empty_ids, empty_mask, empty_txt)}
-
-
-def modality_shapley(values: dict[str, torch.Tensor], target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Shapley values of the two modalities for the probability of ``target``.
-
-    With two players the Shapley value averages a player's marginal contribution over the
-    two orders: phi_image = ((v(I) - v(0)) + (v(IT) - v(T))) / 2, likewise for the text;
-    phi_image + phi_text = v(IT) - v(0) (efficiency).
-    """
-    idx = torch.as_tensor(target).long().view(-1, 1)
-    v = {k: p.gather(1, idx).squeeze(1).numpy().astype(np.float64) for k, p in values.items()}
-    phi_image = 0.5 * ((v["image"] - v["none"]) + (v["both"] - v["text"]))
-    phi_text = 0.5 * ((v["text"] - v["none"]) + (v["both"] - v["image"]))
-    return phi_image, phi_text
-
-
-# ---------------------------------------------------------------------- sanity checks
-def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every layer re-initialised (head, fusion, both encoders).
-
-    Adebayo et al. (2018): a method whose maps survive this unchanged explains the input,
-    not the model.
-    """
-    torch.manual_seed(seed)
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if hasattr(module, "reset_parameters") and module is not clone:
-            module.reset_parameters()
-    if hasattr(clone.fusion, "image_pos"):
-        nn.init.normal_(clone.fusion.image_pos, std=0.02)
-    return clone.eval()
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation of two attributions' absolute values (flattened)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.abs(np.ravel(a)), np.abs(np.ravel(b))
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def gaussian_perturbation(std: float):
-    """A perturbation for ``captum.metrics.infidelity``: Gaussian noise I, input x - I."""
-    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn_like(inputs) * std
-        return noise, inputs - noise
-    return perturb
-
-
-# ---------------------------------------------------------------------- figures
-def show_attribution(ax, image: np.ndarray, attr: np.ndarray, mask: np.ndarray | None = None,
-                     title: str = "", alpha: float = 0.55):
-    """A scan (C x H x W uint8) in grey, the positive attribution as a heat map, the lesion outlined.
-
-    The heat saturates at the 99th percentile of the positive values, so one extreme pixel
-    does not leave the rest of the map invisible.
-    """
-    ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
-    pos = np.clip(attr, 0, None)
-    top = np.percentile(pos[pos > 0], 99) if (pos > 0).any() else 1.0
-    ax.imshow(np.ma.masked_less_equal(pos / top, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=alpha)
-    if mask is not None and mask.any():
-        ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.9)
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
-def highlight_note(ax, attribution: TextAttribution, evidence_spans: list[tuple[int, int]] | None = None,
-                   title: str = "", fontsize: float = 8.5):
-    """The note as text, each word on a green (for) or red (against) background; evidence underlined.
-
-    Words are laid out in inches from the axes' top-left corner and wrapped at its width
-    (call ``fig.tight_layout()`` before this, so the width is final).
-    """
-    from matplotlib.transforms import ScaledTranslation
-
-    scores = attribution.scores
-    top = float(np.abs(scores).max()) if len(scores) and np.abs(scores).max() > 0 else 1.0
-    evidence = (words_in_spans(attribution.word_spans, evidence_spans) if evidence_spans is not None
-                else np.zeros(len(scores), bool))
-    ax.axis("off")
-    ax.set_title(title, fontsize=9)
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    width = ax.get_window_extent(renderer).width / fig.dpi  # inches
-    line_h, space = 2.0 * fontsize / 72, 0.5 * fontsize / 72
-    at = lambda x, y: ax.transAxes + ScaledTranslation(x, -y, fig.dpi_scale_trans)  # noqa: E731
-    x, y, prev_end = 0.0, line_h / 2, None
-    for word, (s, e), score, ev in zip(attribution.words, attribution.word_spans, scores, evidence):
-        if prev_end is not None and s > prev_end:
-            x += space
-        strength = min(1.0, abs(score) / top)
-        color = (0.1, 0.65, 0.2, strength) if score > 0 else (0.85, 0.15, 0.1, strength)
-        t = ax.text(0, 1, word, transform=at(x, y), fontsize=fontsize, va="center", ha="left",
-                    bbox=dict(boxstyle="square,pad=0.1", fc=color, ec="none"))
-        w = t.get_window_extent(renderer).width / fig.dpi
-        if x + w > width - 0.05 and x > 0:
-            x, y = 0.0, y + line_h
-            t.set_transform(at(x, y))
-        if ev:
-            ax.annotate("", xy=(0, 1), xycoords=at(x + w, y + 0.4 * line_h), xytext=(0, 1),
-                        textcoords=at(x, y + 0.4 * line_h),
-                        arrowprops=dict(arrowstyle="-", color="tab:blue", lw=1.2, shrinkA=0, shrinkB=0))
-        x, prev_end = x + w, e
-    return ax
-
-
-# ---------------------------------------------------------------------- benchmark
-def benchmark_ig(model: nn.Module, tokenizer, data, n: int = 8, n_steps: int = 50,
-                 device="cpu") -> dict[str, float]:
-    """Attributions per second for image IG (black baseline), text LIG and IG on word presence,
-    on ``n`` samples of ``data``.
-
-    For ``make bench``: ``data`` is a ``MultimodalData``; the model is used as it is (trained
-    or not: the cost does not depend on the weights).
-    """
-    from captum.attr import IntegratedGradients
-
-    from .data import MultimodalDataset, collate
-
-    model = model.to(device).eval()
-    ex = FusionExplainer(model, tokenizer)
-    ds = MultimodalDataset(data.subset(np.arange(min(n, len(data)))), tokenizer)
-    batch = collate([ds[i] for i in range(len(ds))], pad_id=ex.pad_id)
-    images, ids, mask = (batch[k].to(ex.device) for k in ("image", "input_ids", "attention_mask"))
-    targets = batch["label"].to(ex.device)
-    start = time.perf_counter()
-    IntegratedGradients(ex.image_forward).attribute(
-        images, baselines=ex.blank_value, target=targets, n_steps=n_steps,
-        additional_forward_args=(ids, mask, ex.text_features(ids, mask)),
-        internal_batch_size=ex.internal_batch_size)
-    image_rate = len(images) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    ex.explain_texts(list(ds.data.texts), images, targets.tolist(), "lig", n_steps=n_steps, progress=False)
-    text_rate = len(images) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    ex.explain_texts(list(ds.data.texts), images, targets.tolist(), "presence", n_steps=n_steps, progress=False)
-    presence_rate = len(images) / (time.perf_counter() - start)
-    return {"image_ig_per_s": image_rate, "text_lig_per_s": text_rate, "text_presence_ig_per_s": presence_rate,
-            "n_steps": n_steps, "device": str(ex.device)}

@@ -1,13 +1,9 @@
-"""Evaluation shared by every notebook, and the results files in ``build/results/``.
+"""Evaluation shared by every notebook (``results`` writes the numbers to disk).
 
 Accuracy and macro-F1 judge the hard decisions, one-vs-rest AUROC the ranking, and the
 expected calibration error (ECE) whether the confidence can be believed.
 """
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -65,30 +61,13 @@ def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def results_dir() -> Path:
-    """``results/`` inside ``visfuse_utils.build_dir()``."""
-    from . import build_dir
-
-    return build_dir() / "results"
+METRIC_COLUMNS = ["accuracy", "accuracy_std", "macro_f1", "auroc", "ece", "n_params", "train_seconds"]
 
 
-def save_results(name: str, results: dict, meta: dict | None = None) -> Path:
-    """Write ``{model: metrics}`` (plus run metadata) to ``build/results/<name>.json``."""
-    folder = results_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    clean = json.loads(json.dumps({"models": results, "meta": meta or {}}, default=_to_builtin))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+def table(results: dict[str, dict]):
+    """``{model: metrics}`` as a DataFrame, one row per model, the course's metric columns first."""
+    import pandas as pd
 
-
-def _to_builtin(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+    frame = pd.DataFrame.from_dict(results, orient="index")
+    first = [c for c in METRIC_COLUMNS if c in frame]
+    return frame[first + [c for c in frame.columns if c not in first]].rename_axis("model")

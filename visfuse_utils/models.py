@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data import BLANK_PIXEL
+
 
 class SmallCNN(nn.Module):
     """Three conv blocks and global max pooling: scan -> feature vector (notebook 02).
@@ -74,7 +76,7 @@ class TextEncoder(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
 
-    def freeze(self) -> "TextEncoder":
+    def freeze(self) -> TextEncoder:
         """Stop gradients into the encoder (linear probe / frozen features)."""
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -82,7 +84,10 @@ class TextEncoder(nn.Module):
 
 
 class ImageClassifier(nn.Module):
-    """Image encoder + linear head: the image-only rung of the ladder."""
+    """Image encoder + linear head: the image-only rung of the ladder.
+
+    A batch with ``image_features`` (``features.cache_features``) skips the encoder.
+    """
 
     def __init__(self, encoder: nn.Module, n_classes: int):
         super().__init__()
@@ -90,11 +95,16 @@ class ImageClassifier(nn.Module):
         self.head = nn.Linear(encoder.out_dim, n_classes)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.head(self.encoder(batch["image"]))
+        h = batch["image_features"] if "image_features" in batch else self.encoder(batch["image"])
+        return self.head(h)
 
 
 class TextClassifier(nn.Module):
-    """Text encoder + dropout + linear head on the pooled representation: the text-only rung."""
+    """Text encoder + dropout + linear head on the pooled representation: the text-only rung.
+
+    A batch with ``text_features`` (``features.cache_features``) skips the encoder: a linear
+    probe is this class with a frozen encoder, trained on cached features (notebook 03).
+    """
 
     def __init__(self, encoder: TextEncoder, n_classes: int, dropout: float = 0.1):
         super().__init__()
@@ -102,7 +112,9 @@ class TextClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.out_dim, n_classes))
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.head(self.encoder(batch["input_ids"], batch["attention_mask"]))
+        h = batch["text_features"] if "text_features" in batch else \
+            self.encoder(batch["input_ids"], batch["attention_mask"])
+        return self.head(h)
 
 
 # ------------------------------------------------------------------------------ fusion
@@ -163,7 +175,7 @@ class TokenFusion(nn.Module):
 
     needs_encoders = True
 
-    def __init__(self, image_channels: int, text_encoder: "TextEncoder", grid: int = 4):
+    def __init__(self, image_channels: int, text_encoder: TextEncoder, grid: int = 4):
         super().__init__()
         hidden = text_encoder.out_dim
         self.project = nn.Linear(image_channels, hidden)
@@ -197,20 +209,17 @@ class FusionClassifier(nn.Module):
     """``head(fusion(image features, text features))``: one model, any fusion (MultiBench's MMDL).
 
     Batches may carry ``image_features`` / ``text_features`` precomputed by frozen encoders
-    (``train.cache_features``); then the encoders are skipped and a fusion trains in seconds.
+    (``features.cache_features``); then the encoders are skipped and a fusion trains in seconds.
     ``modality_dropout`` (training only) blanks each sample's scan or empties its note with
     that probability, so the model learns to cope when one modality is missing.
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: TextEncoder, fusion: nn.Module,
-                 head: nn.Module, modality_dropout: float = 0.0, blank_image_value: float = -2.0,
-                 cls_id: int = 101, sep_id: int = 102):
+                 head: nn.Module, modality_dropout: float = 0.0, cls_id: int = 101, sep_id: int = 102):
         super().__init__()
         self.image_encoder, self.text_encoder, self.fusion, self.head = image_encoder, text_encoder, fusion, head
         self.modality_dropout = modality_dropout
-        self.blank_image_value = blank_image_value  # a black scan after data normalisation
         self.cls_id, self.sep_id = cls_id, sep_id
-        self.blank_features: dict[str, torch.Tensor] | None = None  # set by train.cache_features
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled (image, text) features: precomputed ones when the batch has them."""
@@ -221,36 +230,33 @@ class FusionClassifier(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         if self.training and self.modality_dropout > 0:
-            batch = drop_modalities(batch, self.modality_dropout, self.blank_image_value, self.sep_id,
-                                    blank_features=self.blank_features)
+            batch = drop_modalities(batch, self.modality_dropout, self.sep_id)
         if getattr(self.fusion, "needs_encoders", False):
             return self.head(self.fusion(self.image_encoder, self.text_encoder, batch))
         return self.head(self.fusion(*self.encode(batch)))
 
 
-def drop_modalities(batch: dict, p: float, blank_image_value: float = -2.0, sep_id: int = 102,
-                    generator: torch.Generator | None = None,
-                    blank_features: dict[str, torch.Tensor] | None = None) -> dict:
+def drop_modalities(batch: dict, p: float, sep_id: int = 102, generator: torch.Generator | None = None) -> dict:
     """Blank the scan of some samples and empty the note of others (never both), each with probability p.
 
-    An empty note keeps only ``[CLS] [SEP]``, exactly what the tokenizer gives for "".
-    For precomputed features, the rows become the features of a blank scan / an empty note.
+    A blank scan is black (``data.BLANK_PIXEL``); an empty note keeps only ``[CLS] [SEP]``, exactly
+    what the tokenizer gives for "". Cached features are replaced by the cache's features of a
+    blank scan / an empty note, which ``features.FeatureSet.batches`` adds to every batch.
     """
     n = len(batch["label"])
     r = torch.rand(n, generator=generator).to(batch["label"].device)
     drop_img, drop_txt = r < p, (r >= p) & (r < 2 * p)
     out = dict(batch)
-    if ("image_features" in batch or "text_features" in batch) and blank_features is None:
-        raise ValueError("modality dropout on precomputed features needs blank_features (train.cache_features)")
+    for key in ("image_features", "text_features"):
+        if key in batch and f"blank_{key}" not in batch:
+            raise ValueError(f"modality dropout on cached {key} needs blank_{key} in the batch; "
+                             "train on features.FeatureSet.batches(), which adds them")
     if "image_features" in batch:
-        feats = batch["image_features"]
-        out["image_features"] = torch.where(drop_img[:, None], blank_features["image"].to(feats.device), feats)
+        out["image_features"] = torch.where(drop_img[:, None], batch["blank_image_features"], batch["image_features"])
     else:
-        out["image"] = torch.where(drop_img[:, None, None, None],
-                                   torch.full_like(batch["image"], blank_image_value), batch["image"])
+        out["image"] = batch["image"].masked_fill(drop_img[:, None, None, None], BLANK_PIXEL)
     if "text_features" in batch:
-        feats = batch["text_features"]
-        out["text_features"] = torch.where(drop_txt[:, None], blank_features["text"].to(feats.device), feats)
+        out["text_features"] = torch.where(drop_txt[:, None], batch["blank_text_features"], batch["text_features"])
     else:
         ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
         ids[drop_txt, 1:] = 0
@@ -269,12 +275,14 @@ FUSIONS = ("late", "late_learned", "concat", "gated", "token")
 
 
 def build_fusion_model(kind: str, text_model: nn.Module, n_classes: int, in_channels: int = 1,
-                       modality_dropout: float = 0.0, cls_id: int = 101, sep_id: int = 102) -> FusionClassifier:
+                       modality_dropout: float = 0.0, cls_id: int = 101, sep_id: int = 102,
+                       image_encoder: SmallCNN | None = None) -> FusionClassifier:
     """A fresh ``FusionClassifier`` of one of ``FUSIONS`` around a Hugging Face encoder.
 
-    The same call rebuilds the architecture that a checkpoint was saved from (notebook 05).
+    ``image_encoder`` defaults to a new ``SmallCNN(in_channels)``; pass an expert's to start from it.
     """
-    image_encoder, text_encoder = SmallCNN(in_channels), TextEncoder(text_model)
+    image_encoder = image_encoder or SmallCNN(in_channels)
+    text_encoder = TextEncoder(text_model)
     di, dt = image_encoder.out_dim, text_encoder.out_dim
     if kind in ("late", "late_learned"):
         fusion, head = LateFusion(di, dt, n_classes, learned=kind == "late_learned"), nn.Identity()

@@ -81,10 +81,73 @@ def results_bar(table, metric: str = "accuracy", oracle: dict | None = None, tit
     sns.barplot(table, x="model", y=metric, order=order, color="tab:blue", ax=ax)
     if f"{metric}_std" in table:
         t = table.set_index("model").loc[order]
-        ax.errorbar(np.arange(len(t)), t[metric], yerr=t[f"{metric}_std"].fillna(0), fmt="none", color="black", capsize=3)
+        ax.errorbar(np.arange(len(t)), t[metric], yerr=t[f"{metric}_std"].fillna(0), fmt="none", color="black",
+                    capsize=3)
     for name, value in (oracle or {}).items():
         ax.axhline(value, ls="--", lw=1, color="grey")
         ax.text(len(order) - 0.5, value, f" {name}", va="bottom", ha="right", fontsize=8, color="grey")
     ax.set(title=title or f"{metric} by model", xlabel="", ylabel=metric, ylim=(0, 1.02))
     ax.tick_params(axis="x", rotation=30)
+    return ax
+
+
+# ---------------------------------------------------------------- attributions (notebook 05)
+def show_attribution(ax, image: np.ndarray, attr: np.ndarray, mask: np.ndarray | None = None,
+                     title: str = "", alpha: float = 0.55):
+    """A scan (C x H x W uint8) in grey, the positive attribution as a heat map, the lesion outlined.
+
+    The heat saturates at the 99th percentile of the positive values, so one extreme pixel
+    does not leave the rest of the map invisible.
+    """
+    ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+    pos = np.clip(attr, 0, None)
+    top = np.percentile(pos[pos > 0], 99) if (pos > 0).any() else 1.0
+    ax.imshow(np.ma.masked_less_equal(pos / top, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=alpha)
+    if mask is not None and mask.any():
+        ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.9)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def highlight_note(ax, attribution, evidence_spans: list[tuple[int, int]] | None = None,
+                   title: str = "", fontsize: float = 8.5):
+    """The note as text, each word on a green (for) or red (against) background; evidence underlined.
+
+    Words are laid out in inches from the axes' top-left corner and wrapped at its width
+    (call ``fig.tight_layout()`` before this, so the width is final).
+    """
+    from matplotlib.transforms import ScaledTranslation
+
+    from .attribution_scores import words_in_spans
+
+    scores = attribution.scores
+    top = float(np.abs(scores).max()) if len(scores) and np.abs(scores).max() > 0 else 1.0
+    evidence = (words_in_spans(attribution.word_spans, evidence_spans) if evidence_spans is not None
+                else np.zeros(len(scores), bool))
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    width = ax.get_window_extent(renderer).width / fig.dpi  # inches
+    line_h, space = 2.0 * fontsize / 72, 0.5 * fontsize / 72
+    at = lambda x, y: ax.transAxes + ScaledTranslation(x, -y, fig.dpi_scale_trans)
+    x, y, prev_end = 0.0, line_h / 2, None
+    for word, (s, e), score, ev in zip(attribution.words, attribution.word_spans, scores, evidence):
+        if prev_end is not None and s > prev_end:
+            x += space
+        strength = min(1.0, abs(score) / top)
+        color = (0.1, 0.65, 0.2, strength) if score > 0 else (0.85, 0.15, 0.1, strength)
+        t = ax.text(0, 1, word, transform=at(x, y), fontsize=fontsize, va="center", ha="left",
+                    bbox=dict(boxstyle="square,pad=0.1", fc=color, ec="none"))
+        w = t.get_window_extent(renderer).width / fig.dpi
+        if x + w > width - 0.05 and x > 0:
+            x, y = 0.0, y + line_h
+            t.set_transform(at(x, y))
+        if ev:
+            ax.annotate("", xy=(0, 1), xycoords=at(x + w, y + 0.4 * line_h), xytext=(0, 1),
+                        textcoords=at(x, y + 0.4 * line_h),
+                        arrowprops=dict(arrowstyle="-", color="tab:blue", lw=1.2, shrinkA=0, shrinkB=0))
+        x, prev_end = x + w, e
     return ax

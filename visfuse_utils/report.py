@@ -1,8 +1,9 @@
 """``python -m visfuse_utils.report build``: one HTML page from a ``make run``.
 
-Gathers every notebook's ``results/*.json`` into tables, draws the comparison chart,
-embeds the figures of cells tagged ``report``, and records the profile, device,
-versions and the time each executed notebook took (from papermill's metadata).
+Every results file (``results`` schema) is shown the same way: its models table, each of its
+other tables, its claims, and the figures of its notebook's cells tagged ``report``. The
+comparison chart plots test accuracy of every model of every notebook that reports one. The
+page ends with the profile, device, versions and the time each executed notebook took.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-METRIC_COLUMNS = ["accuracy", "accuracy_std", "macro_f1", "auroc", "ece", "n_params", "train_seconds"]
+from .metrics import table as metrics_table
+from .results import load_results
 
 
 def notebook_summary(path: Path) -> dict:
@@ -31,25 +33,15 @@ def notebook_summary(path: Path) -> dict:
     return {"duration": duration, "figures": figures, "errors": errors}
 
 
-def results_table(path: Path) -> tuple[pd.DataFrame, dict]:
-    """A results file as a table (model x metric) and its run metadata."""
-    saved = json.loads(path.read_text())
-    table = pd.DataFrame(saved["models"]).T
-    return table[[c for c in METRIC_COLUMNS if c in table]], saved.get("meta", {})
-
-
-def comparison_chart(results_dir: Path) -> str | None:
-    """Base64 PNG of test accuracy for every model of every notebook (02–04) that has results."""
+def comparison_chart(records: list[dict]) -> str | None:
+    """Base64 PNG of test accuracy for every model of every notebook that reports one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = []
-    for path in sorted(results_dir.glob("0[2-4]_*.json")):
-        table, _ = results_table(path)
-        if "accuracy" in table:
-            rows += [(f"{name} ({path.stem[:2]})", float(row["accuracy"])) for name, row in table.iterrows()]
+    rows = [(f"{name} ({rec['notebook'][:2]})", float(m["accuracy"])) for rec in records
+            for name, m in rec["models"].items() if isinstance(m.get("accuracy"), (int, float))]
     if not rows:
         return None
     df = pd.DataFrame(rows, columns=["model", "accuracy"]).sort_values("accuracy")
@@ -63,41 +55,54 @@ def comparison_chart(results_dir: Path) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _html_table(rows: dict[str, dict]) -> str:
+    frame = metrics_table(rows)
+    whole = [c for c in frame.columns if c.startswith("n_") or c.endswith("_seconds")]
+    fmt = {c: (lambda v: "–" if v != v or v is None else f"{v:,.0f}") for c in whole}
+    return frame.to_html(formatters=fmt, float_format=lambda v: f"{v:.3f}", na_rep="–")
+
+
+def _claims(claims: list[dict]) -> str:
+    items = "".join(f"<li>{'held' if c.get('held') else '<b>did not hold</b>'}: {html.escape(str(c.get('text')))}</li>"
+                    for c in claims)
+    return f"<h3>Claims checked on this run</h3><ul>{items}</ul>" if claims else ""
+
+
 def build_report(build: Path) -> Path:
     """Write ``build/report.html`` and return its path."""
     from . import __version__
 
     results_dir, nb_dir = build / "results", build / "notebooks"
+    records = [load_results(p) for p in sorted(results_dir.glob("*.json"))]
     parts = ["<html><head><meta charset='utf-8'><title>VisFuse report</title><style>"
              "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>",
              "<h1>VisFuse: results of a course run</h1>"]
-    meta_rows, timing = [], []
-    for nb in sorted(nb_dir.glob("*.ipynb")):
-        info = notebook_summary(nb)
-        timing.append((nb.stem, info["duration"], info["errors"]))
-    chart = comparison_chart(results_dir)
+    chart = comparison_chart(records)
     if chart:
         parts.append(f"<h2>Comparison</h2><img src='data:image/png;base64,{chart}'>")
-    for path in sorted(results_dir.glob("*.json")):
-        table, meta = results_table(path)
-        meta_rows.append(meta)
-        parts.append(f"<h2>{html.escape(path.stem)}</h2>")
-        whole = [c for c in table.columns if c.startswith("n_") or c.endswith("_seconds")]
-        counts = {c: (lambda v: "–" if v != v else f"{v:,.0f}") for c in whole}
-        parts.append(table.to_html(formatters=counts, float_format=lambda v: f"{v:.3f}", na_rep="–"))
-        nb = nb_dir / f"{path.stem}.ipynb"
+    for rec in records:
+        parts.append(f"<h2>{html.escape(rec['notebook'])}</h2>")
+        if rec["models"]:
+            parts.append(_html_table(rec["models"]))
+        for title, rows in rec["tables"].items():
+            parts.append(f"<h3>{html.escape(title)}</h3>" + _html_table(rows))
+        parts.append(_claims(rec["claims"]))
+        nb = nb_dir / f"{rec['notebook']}.ipynb"
         if nb.exists():
             parts += [f"<img src='data:image/png;base64,{fig}'>" for fig in notebook_summary(nb)["figures"]]
-    run = next((m for m in meta_rows if m.get("profile")), {})
-    versions = _versions()
+    metas = [rec["meta"] for rec in records]
+    run = [("profile", metas[0]["profile"] if metas else "?"), ("device", metas[0]["device"] if metas else "?"),
+           ("visfuse_utils", __version__), *_versions().items()]
     parts.append("<h2>Run</h2><table>" + "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in
-        [("profile", run.get("profile", "?")), ("device", next((m["device"] for m in meta_rows if "device" in m), "?")),
-         ("visfuse_utils", __version__), *versions.items()]) + "</table>")
-    parts.append("<h3>Time per notebook</h3><table><tr><th>notebook</th><th>seconds</th><th>errors</th></tr>" + "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{'' if d is None else f'{d:.0f}'}</td><td>{e}</td></tr>"
-        for n, d, e in timing) + "</table></body></html>")
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in run) + "</table>")
+    rows = []
+    for nb in sorted(nb_dir.glob("*.ipynb")):
+        info = notebook_summary(nb)
+        seconds = "" if info["duration"] is None else f"{info['duration']:.0f}"
+        rows.append(f"<tr><td>{html.escape(nb.stem)}</td><td>{seconds}</td><td>{info['errors']}</td></tr>")
+    parts.append("<h3>Time per notebook</h3><table><tr><th>notebook</th><th>seconds</th><th>errors</th></tr>"
+                 + "".join(rows) + "</table></body></html>")
     out = build / "report.html"
     out.write_text("\n".join(parts), encoding="utf-8")
     return out

@@ -3,16 +3,15 @@
 Two towers map a scan and a caption into one shared space where a matching pair has a
 high cosine similarity: the image tower is ``models.SmallCNN`` with a projection head,
 the text tower a BERT-family encoder (``models.TextEncoder``, kept frozen here so its
-caption features are computed once) with a small MLP head. Training uses the symmetric
-InfoNCE loss of ``losses.info_nce`` with a learned, clamped temperature. Once aligned,
+caption features are computed once) with a small MLP head. ``train.fit`` trains it on the
+model's own objective, the symmetric InfoNCE loss of ``losses.info_nce`` with a learned,
+clamped temperature (``recipes.contrastive``). Once aligned,
 the same space answers free-text queries (text -> image), finds captions for a scan
 (image -> text) and classifies by prompts without any labels (zero-shot).
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import MultimodalData, make_loader
+from .features import encode_texts
 from .losses import info_nce
 
 
@@ -35,8 +35,10 @@ class ContrastiveModel(nn.Module):
     learned as a log, clamped to [1, 100] as in CLIP so it can neither vanish nor explode.
     """
 
+    INIT_TEMPERATURE = 0.07  # CLIP's starting value
+
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, dim: int = 64, grid: int = 3,
-                 text_hidden: int = 256, init_temperature: float = 0.07):
+                 text_hidden: int = 256, init_temperature: float = INIT_TEMPERATURE):
         super().__init__()
         self.image_encoder = image_encoder
         self.pool = nn.AdaptiveAvgPool2d(grid)
@@ -53,7 +55,7 @@ class ContrastiveModel(nn.Module):
         """1 / temperature, clamped to [1, 100]."""
         return self.log_scale.clamp(0.0, math.log(100.0)).exp()
 
-    def train(self, mode: bool = True) -> "ContrastiveModel":
+    def train(self, mode: bool = True) -> ContrastiveModel:
         super().train(mode)
         self.text_encoder.eval()  # frozen: dropout stays off
         return self
@@ -67,101 +69,19 @@ class ContrastiveModel(nn.Module):
         """Cached text-encoder features (B x hidden) -> unit vectors in the shared space."""
         return F.normalize(self.text_head(features), dim=1)
 
-    @torch.no_grad()
-    def text_features(self, texts: list[str], tokenizer, batch_size: int = 128) -> torch.Tensor:
-        """Frozen text-encoder features of ``texts``; each distinct text is encoded once.
-
-        SynthScan's captions repeat a lot ('No focal lesion is visible.'), so encoding the
-        distinct ones and copying is several times cheaper than encoding every row.
-        """
-        device = self.log_scale.device
-        distinct = sorted(set(texts))
-        where = {t: i for i, t in enumerate(distinct)}
-        chunks = []
-        for i in range(0, len(distinct), batch_size):
-            enc = tokenizer(distinct[i:i + batch_size], padding=True, truncation=True, max_length=96,
-                            return_tensors="pt").to(device)
-            chunks.append(self.text_encoder(enc["input_ids"], enc["attention_mask"]))
-        feats = torch.cat(chunks)
-        return feats[torch.tensor([where[t] for t in texts], device=device)]
+    def objective(self, batch: dict) -> torch.Tensor:
+        """Symmetric InfoNCE over a batch of scans and their captions' cached ``text_features``:
+        every other pair of the batch is a negative (``train.fit`` trains on this, not on labels)."""
+        img = self.embed_images(batch["image"])
+        txt = self.embed_text_features(batch["text_features"])
+        return info_nce(img, txt, 1 / self.logit_scale)
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str], tokenizer) -> torch.Tensor:
         """Free texts (queries, prompts) -> unit vectors in the shared space."""
-        was_training = self.training
-        self.eval()
-        out = self.embed_text_features(self.text_features(texts, tokenizer))
-        self.train(was_training)
-        return out
-
-
-# ----------------------------------------------------------------------------- training
-@dataclass
-class ContrastiveHistory:
-    """Per-epoch training loss, temperature and validation Recall@10 (text -> image)."""
-
-    train_loss: list[float] = field(default_factory=list)
-    temperature: list[float] = field(default_factory=list)
-    val_recall10: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    seconds: float = 0.0
-
-
-def fit_contrastive(model: ContrastiveModel, train: MultimodalData, train_features: torch.Tensor,
-                    val: MultimodalData, val_features: torch.Tensor, *, epochs: int, batch_size: int = 128,
-                    lr: float = 2e-3, weight_decay: float = 0.01, seed: int = 0, device="cpu",
-                    progress: bool = True) -> ContrastiveHistory:
-    """Train the two towers with symmetric InfoNCE; keep the epoch with the best validation Recall@10.
-
-    ``train_features`` are the frozen text features of ``train``'s captions (row i pairs with
-    scan i). Every other pair of a batch is a negative, so larger batches give more
-    negatives. The temperature's log gets a 10x learning rate: with the base rate it would
-    barely move in a short run. AdamW with a one-cycle (warm-up, then cosine) schedule.
-    """
-    from tqdm.auto import tqdm
-
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    device = torch.device(device)
-    model.to(device)
-    loader = make_loader(train, None, batch_size=batch_size, shuffle=True, seed=seed, device=device)
-    towers = [p for n, p in model.named_parameters() if p.requires_grad and n != "log_scale"]
-    opt = torch.optim.AdamW([{"params": towers}, {"params": [model.log_scale], "lr": 10 * lr, "weight_decay": 0.0}],
-                            lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 10 * lr], total_steps=epochs * len(loader),
-                                                pct_start=0.1)
-    hist, best_state = ContrastiveHistory(), None
-    start = time.perf_counter()
-    bar = tqdm(total=epochs * len(loader), desc="contrastive", leave=False, disable=not progress)
-    for epoch in range(epochs):
-        model.train()
-        running, count = 0.0, 0
-        for batch in loader:
-            if len(batch["index"]) < 2:  # one pair has no negative
-                bar.update(1)
-                continue
-            img = model.embed_images(batch["image"].to(device))
-            txt = model.embed_text_features(train_features[batch["index"].to(device)])
-            loss = info_nce(img, txt, 1 / model.logit_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running, count = running + loss.item() * len(img), count + len(img)
-            bar.update(1)
-        hist.train_loss.append(running / max(1, count))
-        hist.temperature.append(float(1 / model.logit_scale.detach()))
-        sim = text_image_similarity(model, val, val_features, device=device)
-        hist.val_recall10.append(recall_at_k(sim, 10))
-        bar.set_postfix(loss=f"{hist.train_loss[-1]:.3f}", val_R10=f"{hist.val_recall10[-1]:.3f}")
-        if hist.val_recall10[-1] > max(hist.val_recall10[:-1], default=-1.0):
-            hist.best_epoch = epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    bar.close()
-    hist.seconds = time.perf_counter() - start
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return hist
+        device = self.log_scale.device
+        feats = encode_texts(self.text_encoder, tokenizer, list(texts), device=device).to(device)
+        return self.embed_text_features(feats)
 
 
 @torch.no_grad()
@@ -277,7 +197,7 @@ class PixelsToWords:
         x = torch.from_numpy(np.asarray(images)).float() / 255.0
         return F.adaptive_avg_pool2d(x, self.grid).flatten(1).numpy()
 
-    def fit(self, images: np.ndarray, captions: list[str]) -> "PixelsToWords":
+    def fit(self, images: np.ndarray, captions: list[str]) -> PixelsToWords:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import Ridge
 

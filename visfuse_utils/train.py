@@ -1,15 +1,17 @@
-"""One training loop for every model in the course (CNN, text, fusion), and evaluation.
+"""One training loop for every model in the course, any objective, and evaluation.
 
-Any ``nn.Module`` whose ``forward(batch)`` takes the batch dict of
-``data.collate`` and returns class logits can be trained here. Notebook 02 walks
-through the loop line by line.
+Any ``nn.Module`` whose ``forward(batch)`` takes a batch dict (``data.collate`` or
+``features.FeatureSet.batches``) and returns class logits trains here with cross-entropy; a
+model with an ``objective(batch)`` method (the contrastive model of notebook 06) trains on
+that instead. Notebook 02 walks through the loop line by line.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +21,38 @@ import torch.nn.functional as F
 
 @dataclass
 class History:
-    """Per-epoch curves of a ``fit`` run, plus where the best epoch was."""
+    """Per-epoch training loss and validation measures of a ``fit`` run, and where the best epoch was."""
 
     train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
+    val: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     seconds: float = 0.0
     samples_per_second: float = 0.0
     peak_memory_mb: float = 0.0
 
+    @property
+    def val_loss(self) -> list[float]:
+        return self.val.get("loss", [])
+
+    @property
+    def val_accuracy(self) -> list[float]:
+        return self.val.get("accuracy", [])
+
     def as_frame(self):
         """A long-format table (epoch, split, metric, value) for seaborn's learning curves."""
         import pandas as pd
 
-        rows = []
-        for e, (tl, vl, va) in enumerate(zip(self.train_loss, self.val_loss, self.val_accuracy), start=1):
-            rows += [(e, "train", "loss", tl), (e, "val", "loss", vl), (e, "val", "accuracy", va)]
+        rows = [(e, "train", "loss", v) for e, v in enumerate(self.train_loss, start=1)]
+        rows += [(e, "val", name, v) for name, vals in self.val.items() for e, v in enumerate(vals, start=1)]
         return pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"])
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (the artifact store keeps it beside the weights)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(**d)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -84,16 +100,45 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
-def fit(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: float = 1e-3,
-        weight_decay: float = 0.01, warmup: float = 0.1, patience: int = 3, device="cpu",
-        checkpoint: str | Path | None = None, desc: str = "train", progress: bool = True,
-        param_groups: list[dict] | None = None) -> History:
-    """Train with AdamW, warm-up/cosine schedule, early stopping on validation loss.
+def lr_groups(model: torch.nn.Module, lr: float, lrs: dict[str, float | dict] | None = None) -> list[dict]:
+    """AdamW parameter groups: a parameter whose name starts with a key of ``lrs`` gets that learning rate
+    (or those optimiser settings, for a dict; the longest matching key wins), every other one ``lr``.
 
-    The best epoch's weights are saved to ``checkpoint`` (or kept in memory when None)
-    and restored at the end, so the returned model is the best one, not the last.
-    On CUDA the forward pass runs under autocast (bf16, or fp16 with a gradient scaler).
-    ``param_groups`` lets a caller give parts of the model their own learning rate.
+    Frozen parameters (``requires_grad=False``) are left out. Example: fine-tune BERT slowly and a new
+    head fast with ``lr_groups(model, 1e-3, {"encoder": 5e-5})``.
+    """
+    lrs = lrs or {}
+    groups: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = max((k for k in lrs if name.startswith(k)), key=len, default="")
+            groups.setdefault(key, []).append(p)
+    out = []
+    for key, params in groups.items():
+        setting = lrs.get(key, lr)
+        out.append({"params": params, **(setting if isinstance(setting, dict) else {"lr": setting})})
+    return out
+
+
+def objective(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The model's own ``objective(batch)`` if it has one, else cross-entropy of its logits against the labels."""
+    if hasattr(model, "objective"):
+        return model.objective(batch)
+    return F.cross_entropy(model(batch).float(), batch["label"])
+
+
+def fit(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: float = 1e-3,
+        lrs: dict[str, float | dict] | None = None, weight_decay: float = 0.01, warmup: float = 0.1,
+        patience: int | None = 3, validate: Callable[[torch.nn.Module], dict] | None = None,
+        monitor: str = "loss", device="cpu", desc: str = "train", progress: bool = True) -> History:
+    """Train with AdamW and a warm-up/cosine schedule; keep the best epoch by a validation measure.
+
+    Validation after each epoch is ``validate(model)`` (a dict of measures) when given, else the
+    loss and accuracy on ``val_loader``. ``monitor`` names the measure that picks the best epoch
+    (lower is better when its name contains "loss", higher otherwise); training stops after
+    ``patience`` epochs without a better one (None: never). The best epoch's weights are
+    restored, so the returned model is the best one, not the last. On CUDA the forward pass runs
+    under autocast (bf16, or fp16 with a gradient scaler). ``lrs``: see ``lr_groups``.
     """
     from tqdm.auto import tqdm
 
@@ -101,16 +146,15 @@ def fit(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: fl
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     device = torch.device(device)
     model.to(device)
-    params = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(lr_groups(model, lr, lrs), lr=lr, weight_decay=weight_decay)
     total = epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(warmup * total)))
     amp = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    hist, best, best_state, bad = History(), float("inf"), None, 0
+    lower_is_better = "loss" in monitor
+    hist, best, best_state, bad = History(), None, None, 0
     start, seen = time.perf_counter(), 0
     bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
     for epoch in range(epochs):
@@ -119,7 +163,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: fl
         for batch in train_loader:
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = F.cross_entropy(model(batch).float(), batch["label"])
+                loss = objective(model, batch)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -129,34 +173,34 @@ def fit(model: torch.nn.Module, train_loader, val_loader, *, epochs: int, lr: fl
                 loss.backward()
                 opt.step()
             sched.step()
-            n = len(batch["label"])
+            n = len(batch["index"])
             running, count, seen = running + loss.item() * n, count + n, seen + n
             bar.update(1)
-        val_probs, val_labels, val_loss = _predict(model, val_loader, device, amp)
-        hist.train_loss.append(running / count)
-        hist.val_loss.append(val_loss)
-        hist.val_accuracy.append(float((val_probs.argmax(1) == val_labels).mean()))
-        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{hist.val_accuracy[-1]:.3f}")
-        if val_loss < best - 1e-4:
-            best, bad, hist.best_epoch = val_loss, 0, epoch
-            if checkpoint is not None:
-                save_checkpoint(model, checkpoint)
-            else:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        measures = validate(model) if validate is not None else _validation_measures(model, val_loader, device, amp)
+        hist.train_loss.append(running / max(1, count))
+        for name, value in measures.items():
+            hist.val.setdefault(name, []).append(float(value))
+        bar.set_postfix({f"val_{k}": f"{v:.3f}" for k, v in measures.items()})
+        value = float(measures[monitor])
+        if best is None or (value < best - 1e-4 if lower_is_better else value > best + 1e-4):
+            best, bad, hist.best_epoch = value, 0, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= patience:
+            if patience is not None and bad >= patience:
                 break
     bar.close()
     hist.seconds = time.perf_counter() - start
     hist.samples_per_second = seen / hist.seconds
     if device.type == "cuda":
         hist.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, device)
-    elif best_state is not None:
-        model.load_state_dict(best_state)
+    model.load_state_dict(best_state)
     return hist
+
+
+def _validation_measures(model, loader, device, amp) -> dict[str, float]:
+    probs, labels, loss = _predict(model, loader, device, amp)
+    return {"loss": loss, "accuracy": float((probs.argmax(1) == labels).mean())}
 
 
 @torch.no_grad()
@@ -188,55 +232,3 @@ def evaluate(model: torch.nn.Module, loader, device="cpu") -> dict[str, float]:
 
     probs, labels = predict(model, loader, device)
     return classification_metrics(labels, probs)
-
-
-@torch.no_grad()
-def cache_features(model, loaders: dict, device="cpu", batch_size: int = 128, seed: int = 0,
-                   keep_images: bool = False) -> dict:
-    """Run a ``FusionClassifier``'s (frozen) encoders once per split; loaders of the pooled features.
-
-    Returns ``{split: DataLoader}`` whose batches hold ``image_features``, ``text_features``,
-    ``label`` and ``index``; training a fusion head on them skips the encoders entirely.
-    ``keep_images=True`` keeps the scans instead of their features, so the (cheap) image
-    encoder can still train inside the fusion while the (costly) text encoder runs once.
-    Batches that already carry ``text_features`` (such a cache) skip the text encoder, so
-    one pass of BERT serves both kinds of cache.
-    Also sets ``model.blank_features`` (features of a blank scan and an empty note) for
-    modality dropout. Only valid while the cached encoders stay frozen.
-    """
-    device = torch.device(device)
-    model.to(device).eval()
-    image_key = "image" if keep_images else "image_features"
-    out = {}
-    for split, loader in loaders.items():
-        rows = {image_key: [], "text_features": [], "label": [], "index": []}
-        for batch in loader:
-            batch = to_device(batch, device)
-            h_img = batch["image"] if keep_images else model.image_encoder(batch["image"])
-            h_txt = batch["text_features"] if "text_features" in batch else \
-                model.text_encoder(batch["input_ids"], batch["attention_mask"])
-            for key, val in zip(rows, (h_img, h_txt, batch["label"], batch["index"])):
-                rows[key].append(val.float().cpu() if val.is_floating_point() else val.cpu())
-        tensors = {k: torch.cat(v) for k, v in rows.items()}
-        items = [{k: t[i] for k, t in tensors.items()} for i in range(len(tensors["label"]))]
-        out[split] = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=split == "train",
-                                                 generator=torch.Generator().manual_seed(seed))
-    first = next(iter(next(iter(loaders.values()))))
-    blank = {"image": torch.full_like(first["image"][:1], model.blank_image_value),
-             "input_ids": torch.tensor([[model.cls_id, model.sep_id]]),
-             "attention_mask": torch.ones(1, 2, dtype=torch.long)}
-    h_img, h_txt = model.encode(to_device(blank, device))
-    model.blank_features = {"image": h_img.float().cpu(), "text": h_txt.float().cpu()}
-    return out
-
-
-def with_modality_missing(cached, modality: str, blank_features: dict[str, torch.Tensor]) -> list[dict]:
-    """The batches of a feature cache with one modality missing in every row.
-
-    ``modality`` is ``"image"`` or ``"text"``; its features become those of a blank scan or an
-    empty note (``model.blank_features``), exactly what ``models.drop_modalities`` trains on.
-    """
-    if modality not in ("image", "text"):
-        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
-    key = f"{modality}_features"
-    return [dict(b, **{key: blank_features[modality].expand_as(b[key])}) for b in cached]

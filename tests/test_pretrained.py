@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from visfuse_utils import models, text
-from visfuse_utils.text import TextModelError
+from visfuse_utils import models
+from visfuse_utils import pretrained as text
+from visfuse_utils.pretrained import TextModelError
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "change", "in", "size", "since", "the",
          "last", "visit", ".", "denies", "any", "recent", "growth", "##s"]

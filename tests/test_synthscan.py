@@ -1,0 +1,76 @@
+"""SynthScan: generation, the label rule, the oracle bands against their known answer, the cache."""
+import numpy as np
+import pytest
+
+from visfuse_utils import synthscan as S
+
+
+@pytest.fixture(scope="module")
+def big():
+    return S.make_synthscan(3000, seed=0)
+
+
+def test_deterministic_and_seed_dependent():
+    a, b = S.make_synthscan(50, seed=3, image_size=32), S.make_synthscan(50, seed=3, image_size=32)
+    assert a.images.tobytes() == b.images.tobytes() and a.texts == b.texts
+    assert np.array_equal(a.masks, b.masks) and a.captions == b.captions
+    c = S.make_synthscan(50, seed=4, image_size=32)
+    assert a.images.tobytes() != c.images.tobytes() and a.texts != c.texts
+
+
+def test_sample_fields(big):
+    d = big.subset(np.arange(200))
+    assert d.images.shape == (200, 1, 64, 64) and d.images.dtype == np.uint8
+    assert d.masks.shape == (200, 64, 64) and d.masks.dtype == bool
+    assert d.labels.dtype == np.int64 and set(np.unique(d.labels)) == {0, 1, 2}
+    assert d.class_names == ["normal", "benign", "malignant"]
+    grade = d.latents["image_grade"]
+    assert not d.masks[grade == 0].any() and d.masks[grade > 0].any(axis=(1, 2)).all()
+    for text, spans, caption in zip(d.texts, d.evidence_spans, d.captions):
+        assert isinstance(text, str) and caption.endswith(".")
+        for start, end in spans:
+            piece = text[start:end]
+            assert piece.endswith(".") and piece[0].isupper()
+    # the number of affirmed cues in the note is the text latent
+    affirmed = (d.latents["growth_cue"] == 1).astype(int) + (d.latents["family_cue"] == 1)
+    assert np.array_equal(affirmed, d.latents["text_risk"])
+
+
+def test_label_rule_and_noise(big):
+    assert S.label_rule(np.array([0, 1, 0, 2, 1, 2]), np.array([1, 0, 2, 0, 2, 1])).tolist() == [0, 0, 1, 1, 2, 2]
+    clean = S.label_rule(big.latents["image_grade"], big.latents["text_risk"])
+    flipped = big.labels != clean
+    assert np.array_equal(flipped, big.latents["label_flipped"])
+    assert 0.005 < flipped.mean() < 0.04
+
+
+def test_oracle_bands_match_the_known_answer(big):
+    # Label noise e flips a label to one of the two others. One modality alone: in the two outer
+    # cells (0 or 2 cues / grade 0 or 2) the best class has clean probability 2/3, in the middle cell
+    # all tie at 1/3, so the Bayes rate is (2 (2/3 - e/2) + 1/3) / 3 = 5/9 - e/3; both: 1 - e.
+    e, n = 0.02, len(big)
+    for modality, expected in (("image", 5 / 9 - e / 3), ("text", 5 / 9 - e / 3), ("both", 1 - e)):
+        measured = S.oracle_accuracy(big, modality)
+        se = np.sqrt(expected * (1 - expected) / n)  # sampling error of a rate measured on n samples
+        assert abs(measured - expected) < 4 * se, (modality, measured, expected, se)
+    with pytest.raises(ValueError, match="modality"):
+        S.oracle_accuracy(big, "audio")
+
+
+def test_image_size_configurable():
+    d = S.make_synthscan(10, seed=0, image_size=48)
+    assert d.images.shape == (10, 1, 48, 48) and d.masks.shape == (10, 48, 48)
+    with pytest.raises(ValueError, match="image_size"):
+        S.make_synthscan(10, image_size=8)
+
+
+def test_cache_roundtrip_and_invalidation(tmp_path):
+    a = S.synthscan_cached(30, seed=1, image_size=32, cache_dir=tmp_path)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    b = S.synthscan_cached(30, seed=1, image_size=32, cache_dir=tmp_path)
+    assert a.images.tobytes() == b.images.tobytes() and a.texts == b.texts
+    assert a.evidence_spans == b.evidence_spans
+    assert np.array_equal(a.latents["radius"], b.latents["radius"], equal_nan=True)
+    S.synthscan_cached(30, seed=2, image_size=32, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # new settings, new file

@@ -1,0 +1,215 @@
+"""The course's reusable models, each made by one recipe and kept in the artifact store.
+
+A model that more than one notebook needs is defined here once: notebook 02 trains the CNN
+expert and notebook 04 reuses it, notebook 03 fine-tunes the text expert and notebook 04
+reuses it, notebook 04 trains the fusions that notebook 05 explains, notebook 06 the
+contrastive model. Each function builds the store's config from every setting that changes
+the result (data fingerprint, recipe, seed, the models it starts from) and calls
+``store.load_or_train``: whichever notebook asks first trains, the others reuse.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import Profile, set_seed, store
+from .data import MAX_LENGTH, MultimodalData, empty_note, make_loader
+from .features import FeatureSet, cache_features, encode_texts
+from .models import FusionClassifier, ImageClassifier, SmallCNN, TextClassifier, TextEncoder, build_fusion_model
+from .train import fit
+
+FUSION_RECIPES = ("late", "late_learned", "concat", "gated", "concat_ft", "token")
+
+
+def data_key(train_set: MultimodalData, val_set: MultimodalData) -> dict:
+    """The data part of a config: the fingerprints of the training and validation splits."""
+    return {"train": train_set.fingerprint(), "val": val_set.fingerprint()}
+
+
+def image_expert(train_set: MultimodalData, val_set: MultimodalData, *, seed: int, epochs: int, width: int = 32,
+                 lr: float = 3e-3, batch_size: int = 32, patience: int = 4, device="cpu",
+                 progress: bool = True) -> tuple[ImageClassifier, store.Artifact]:
+    """Notebook 02's CNN: ``SmallCNN`` + a linear head, trained on the scans alone with ``train.fit``."""
+    config = {"recipe": "image_expert/1", "data": data_key(train_set, val_set), "seed": seed, "epochs": epochs,
+              "width": width, "lr": lr, "batch_size": batch_size, "patience": patience}
+
+    def build():
+        set_seed(seed)
+        return ImageClassifier(SmallCNN(train_set.images.shape[1], width=width), len(train_set.class_names))
+
+    def train(model):
+        loader = make_loader(train_set, None, batch_size, shuffle=True, seed=seed, device=device)
+        val = make_loader(val_set, None, 256, device=device)
+        return fit(model, loader, val, epochs=epochs, lr=lr, patience=patience, device=device,
+                   desc=f"CNN seed {seed}", progress=progress)
+
+    return store.load_or_train("image_expert", config, build, train)
+
+
+def text_expert(train_set: MultimodalData, val_set: MultimodalData, tokenizer, hf_encoder: nn.Module, *,
+                text_model: str, seed: int, epochs: int, lr: float = 5e-5, head_lr: float = 1e-3,
+                batch_size: int = 32, max_length: int = MAX_LENGTH, device="cpu",
+                progress: bool = True) -> tuple[TextClassifier, store.Artifact]:
+    """Notebook 03's fine-tuned text classifier: the pretrained encoder at ``lr``, the new head at ``head_lr``."""
+    config = {"recipe": "text_expert/1", "data": data_key(train_set, val_set), "text_model": text_model,
+              "seed": seed, "epochs": epochs, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
+              "max_length": max_length}
+
+    def build():
+        set_seed(seed)
+        return TextClassifier(TextEncoder(copy.deepcopy(hf_encoder)), len(train_set.class_names))
+
+    def train(model):
+        loader = make_loader(train_set, tokenizer, batch_size, shuffle=True, seed=seed, device=device,
+                             max_length=max_length)
+        val = make_loader(val_set, tokenizer, batch_size, device=device, max_length=max_length)
+        return fit(model, loader, val, epochs=epochs, lr=head_lr, lrs={"encoder": lr}, device=device,
+                   desc="fine-tune", progress=progress)
+
+    return store.load_or_train("text_expert", config, build, train)
+
+
+@dataclass
+class Experts:
+    """The two unimodal experts that every fusion of notebook 04 starts from, with their store keys."""
+
+    image: ImageClassifier
+    text: TextClassifier
+    image_art: store.Artifact
+    text_art: store.Artifact
+
+    @property
+    def keys(self) -> dict:
+        return {"image": self.image_art.key, "text": self.text_art.key}
+
+
+def experts(train_set: MultimodalData, val_set: MultimodalData, tokenizer, hf_encoder: nn.Module, *,
+            text_model: str, profile: Profile, seed: int, device="cpu", progress: bool = True) -> Experts:
+    """Both experts by the course's recipes (stored ones if there): notebook 02's CNN, notebook 03's text model."""
+    img, img_art = image_expert(train_set, val_set, seed=seed, epochs=profile.epochs, device=device,
+                                progress=progress)
+    txt, txt_art = text_expert(train_set, val_set, tokenizer, hf_encoder, text_model=text_model, seed=seed,
+                               epochs=profile.text_epochs, device=device, progress=progress)
+    return Experts(img, txt, img_art, txt_art)
+
+
+def fusion_from_experts(kind: str, ex: Experts, hf_encoder: nn.Module, tokenizer, modality_dropout: float = 0.0,
+                        freeze: bool = True) -> FusionClassifier:
+    """A fusion model (``models.FUSIONS``) whose encoders start from the experts' (frozen unless ``freeze=False``)."""
+    model = build_fusion_model(kind, copy.deepcopy(hf_encoder), ex.image.head.out_features,
+                               modality_dropout=modality_dropout, cls_id=tokenizer.cls_token_id,
+                               sep_id=tokenizer.sep_token_id, image_encoder=copy.deepcopy(ex.image.encoder))
+    model.text_encoder.load_state_dict(ex.text.encoder.state_dict())
+    if freeze:
+        model.image_encoder.requires_grad_(False)
+        model.text_encoder.requires_grad_(False)
+    return model
+
+
+def expert_features(ex: Experts, splits: dict[str, MultimodalData], tokenizer, device="cpu",
+                    batch_size: int = 64) -> dict[str, FeatureSet]:
+    """The frozen experts' features of every split, plus the scans themselves (for a CNN that still trains).
+
+    One pass: the costly text encoder reads every note once; heads train on ``without("images")``,
+    the fine-tuned CNN on ``without("image_features")``.
+    """
+    loaders = {k: make_loader(s, tokenizer, batch_size, device=device) for k, s in splits.items()}
+    return cache_features(loaders, ex.image.encoder, ex.text.encoder, empty_note=empty_note(tokenizer),
+                          keep_images=True, device=device)
+
+
+def fusion(kind: str, ex: Experts, train_set: MultimodalData, val_set: MultimodalData, tokenizer,
+           hf_encoder: nn.Module, *, profile: Profile, seed: int, modality_dropout: float = 0.0,
+           epochs: int | None = None, features: dict[str, FeatureSet] | None = None, device="cpu",
+           progress: bool = True) -> tuple[FusionClassifier, store.Artifact]:
+    """Notebook 04's fusions of ``FUSION_RECIPES`` from the experts; ``features``: ``expert_features`` if at hand.
+
+    Heads (late, late_learned, concat, gated) train on frozen features, ``profile.head_epochs``
+    (half of them with modality dropout, which memorises training scans when run longer);
+    ``concat_ft`` also fine-tunes the CNN (``profile.finetune_epochs``); ``token`` feeds image
+    regions into BERT and trains end to end (``profile.token_epochs``).
+    """
+    if kind not in FUSION_RECIPES:
+        raise ValueError(f"unknown fusion recipe {kind!r}; choose one of {', '.join(FUSION_RECIPES)}")
+    head = kind not in ("concat_ft", "token")
+    default = {"concat_ft": profile.finetune_epochs, "token": profile.token_epochs}.get(
+        kind, max(1, profile.head_epochs // 2) if modality_dropout else profile.head_epochs)
+    lr, lrs, patience, batch = {"concat_ft": (2e-3, {"image_encoder": 1e-3}, 4, 64),
+                                "token": (1e-3, {"text_encoder": 5e-5}, 3, 32)}.get(kind, (2e-3, None, 6, 128))
+    config = {"recipe": "fusion/1", "kind": kind, "experts": ex.keys, "data": data_key(train_set, val_set),
+              "seed": seed, "epochs": epochs or default, "lr": lr, "lrs": lrs, "patience": patience,
+              "batch_size": batch, "modality_dropout": modality_dropout}
+
+    def build():
+        set_seed(seed)
+        model = fusion_from_experts("concat" if kind == "concat_ft" else kind, ex, hf_encoder, tokenizer,
+                                    modality_dropout, freeze=kind != "token")
+        if kind == "concat_ft":
+            model.image_encoder.requires_grad_(True)
+        return model
+
+    def train(model):
+        common = dict(epochs=config["epochs"], lr=lr, lrs=lrs, patience=patience, device=device, desc=kind,
+                      progress=progress)
+        if kind == "token":
+            loaders = [make_loader(s, tokenizer, batch, shuffle=sh, seed=seed, device=device)
+                       for s, sh in ((train_set, True), (val_set, False))]
+            return fit(model, *loaders, **common)
+        feats = features if features is not None else expert_features(ex, {"train": train_set, "val": val_set},
+                                                                      tokenizer, device)
+        drop = "images" if head else "image_features"
+        tr, va = (feats[k].without(drop) for k in ("train", "val"))
+        return fit(model, tr.batches(batch, shuffle=True, seed=seed), va.batches(256), **common)
+
+    return store.load_or_train(f"fusion_{kind}", config, build, train)
+
+
+def contrastive(train_set: MultimodalData, val_set: MultimodalData, tokenizer, hf_encoder: nn.Module, *,
+                text_model: str, seed: int, epochs: int, batch_size: int = 128, dim: int = 64, grid: int = 3,
+                width: int = 16, lr: float = 2e-3, temperature: float | None = None, device="cpu",
+                progress: bool = True):
+    """Notebook 06's CLIP-style model: scans and captions aligned with InfoNCE; the epoch with the best
+    validation text -> scan Recall@10 is kept. The temperature's log learns 10x faster, without weight
+    decay; ``temperature`` fixes it instead (solution 06, exercise 3)."""
+    from .retrieval import ContrastiveModel, recall_at_k, text_image_similarity
+
+    config = {"recipe": "contrastive/1", "data": data_key(train_set, val_set), "text_model": text_model,
+              "seed": seed, "epochs": epochs, "batch_size": batch_size, "dim": dim, "grid": grid, "width": width,
+              "lr": lr, "temperature": temperature}
+
+    def build():
+        set_seed(seed)
+        image_tower = SmallCNN(train_set.images.shape[1], width=width)
+        model = ContrastiveModel(image_tower, TextEncoder(copy.deepcopy(hf_encoder)), dim=dim, grid=grid,
+                                 **({"init_temperature": temperature} if temperature else {}))
+        model.log_scale.requires_grad_(temperature is None)
+        return model
+
+    def train(model):
+        feats = caption_features(model.text_encoder, tokenizer, {"train": train_set, "val": val_set}, device)
+
+        def validate(m):
+            sim = text_image_similarity(m, val_set, feats["val"].text_features, device=device)
+            return {"R@10": recall_at_k(sim, 10), "temperature": float(1 / m.logit_scale.detach())}
+
+        return fit(model, feats["train"].batches(batch_size, shuffle=True, seed=seed), None, epochs=epochs, lr=lr,
+                   lrs={"log_scale": {"lr": 10 * lr, "weight_decay": 0.0}}, patience=None, validate=validate,
+                   monitor="R@10", device=device, desc="contrastive", progress=progress)
+
+    return store.load_or_train("contrastive", config, build, train)
+
+
+def caption_features(text_encoder: nn.Module, tokenizer, splits: dict[str, MultimodalData],
+                     device="cpu") -> dict[str, FeatureSet]:
+    """Scans paired with the frozen features of their captions (each distinct caption encoded once)."""
+    from .data import normalize_images
+
+    out = {}
+    for name, s in splits.items():
+        out[name] = FeatureSet(labels=torch.from_numpy(s.labels), index=torch.arange(len(s)),
+                               images=normalize_images(torch.from_numpy(s.images)),
+                               text_features=encode_texts(text_encoder, tokenizer, s.captions, device=device))
+    return out
