@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import visfuse_utils as vf
-from visfuse_utils import data, interpret, models, pretrained, synthscan, train
+from visfuse_utils import data, interpret, models, pretrained, store, synthscan, train
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -90,9 +90,38 @@ def bench_attribution(n: int, steps: int, device) -> None:
     tok, enc, _ = pretrained.load_text_model()
     for kind in ("concat", "token"):
         model = models.build_fusion_model(kind, enc, 3)
+        model.text_encoder.requires_grad_(kind == "token")  # as notebook 04 trains them
         r = benchmark_ig(model, tok, d, n=n, n_steps=steps, device=device)
         print(f"attribution ({kind} fusion, {steps} steps): image IG {r['image_ig_per_s']:.2f} /s, "
               f"text LIG {r['text_lig_per_s']:.2f} /s, text IG on word presence {r['text_presence_ig_per_s']:.2f} /s")
+
+
+def bench_store(n: int, epochs: int) -> None:
+    """What reusing a stored model costs against training it: notebook 03's text expert, then notebook 04's
+    concat fusion head (only its head is stored), in a throw-away store."""
+    import tempfile
+
+    from visfuse_utils import recipes
+
+    tr, va, _ = data.split(synthscan.make_synthscan(n, seed=0, image_size=64), seed=0)
+    tok, enc, _ = pretrained.load_text_model()
+    profile = vf.get_profile("smoke")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["VISFUSE_BUILD"] = tmp
+        for label in ("trained", "reused"):
+            start = time.perf_counter()
+            txt, txt_art = recipes.text_expert(tr, va, tok, enc, text_model="default", seed=0, epochs=epochs,
+                                               progress=False)
+            mid = time.perf_counter()
+            img, img_art = recipes.image_expert(tr, va, seed=0, epochs=epochs, progress=False)
+            ex = recipes.Experts(img, txt, img_art, txt_art)
+            start_fusion = time.perf_counter()
+            _, fus_art = recipes.fusion("concat", ex, tr, va, tok, enc, profile=profile, seed=0, progress=False)
+            end = time.perf_counter()
+            size = {p.name.split("-")[0]: p.stat().st_size / 2**20 for p in store.artifacts_dir().glob("*.pt")}
+            print(f"store ({label}): text expert {mid - start:.2f} s, concat fusion {end - start_fusion:.2f} s "
+                  f"(stored: text expert {size['text_expert']:.1f} MiB, fusion head {size['fusion_concat']:.2f} MiB)")
+        del os.environ["VISFUSE_BUILD"]
 
 
 def main() -> None:
@@ -105,6 +134,7 @@ def main() -> None:
     bench_generation(200 if args.quick else 10_000)
     bench_training(64 if args.quick else 512, device)
     bench_attribution(2 if args.quick else 16, 4 if args.quick else 50, device)
+    bench_store(60 if args.quick else 512, 1)
 
 
 if __name__ == "__main__":

@@ -39,5 +39,7 @@ def tiny_fusion(tiny_bert):
         torch.manual_seed(0)
         model = models.build_fusion_model(kind, copy.deepcopy(tiny_bert), n_classes=3, cls_id=101 % 120,
                                           sep_id=102 % 120).eval()
+        if kind != "token":  # as trained in notebook 04: the text encoder frozen, its features cacheable
+            model.text_encoder.requires_grad_(False)
         return model, interpret.FusionExplainer(model, _stub_tokenizer(), internal_batch_size=7)
     return build

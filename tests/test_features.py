@@ -18,8 +18,12 @@ def loader(n=12, seed=0):
     return torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate)
 
 
-def concat_model(tiny_bert):
-    return M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=EMPTY[0], sep_id=EMPTY[1]).eval()
+def concat_model(tiny_bert, train_cnn=False):
+    """Concat fusion with frozen encoders (what a cache is for); ``train_cnn`` leaves the CNN trainable."""
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=EMPTY[0], sep_id=EMPTY[1]).eval()
+    model.text_encoder.requires_grad_(False)
+    model.image_encoder.requires_grad_(train_cnn)
+    return model
 
 
 def test_cached_features_give_the_same_logits_and_leave_the_model_alone(tiny_bert):
@@ -49,7 +53,7 @@ def test_blank_features_are_the_encoders_view_of_a_black_scan_and_an_empty_note(
 
 
 def test_kept_scans_train_the_cnn_on_cached_text(tiny_bert):
-    model = concat_model(tiny_bert)
+    model = concat_model(tiny_bert, train_cnn=True)
     cached = F.cache_features({"test": loader()}, model.image_encoder, model.text_encoder, empty_note=EMPTY,
                               keep_images=True)["test"].without("image_features")
     first = next(iter(cached.batches(4)))
@@ -61,6 +65,8 @@ def test_kept_scans_train_the_cnn_on_cached_text(tiny_bert):
     torch.nn.functional.cross_entropy(model(first), first["label"]).backward()
     assert model.image_encoder.features[0][0].weight.grad.abs().sum() > 0
     assert model.text_encoder.encoder.embeddings.word_embeddings.weight.grad is None  # BERT never ran
+    with pytest.raises(ValueError, match="stale"):  # the training CNN cannot use the cached image features
+        model(next(iter(F.cache_features({"test": loader()}, model.image_encoder)["test"].batches(4))))
 
 
 def test_a_second_cache_from_the_first_skips_bert_and_keeps_the_blanks(tiny_bert, monkeypatch):

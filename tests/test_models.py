@@ -95,3 +95,15 @@ def test_modality_dropout_on_scans_with_cached_text():
     txt_dropped = (out["text_features"] == -7.0).all(1)
     assert img_dropped.any() and txt_dropped.any() and not (img_dropped & txt_dropped).any()
     assert "image_features" not in out and "input_ids" not in out
+
+
+def test_a_model_that_trains_an_encoder_refuses_that_encoders_cached_features(tiny_bert):
+    model = M.build_fusion_model("concat", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120).eval()
+    model.text_encoder.requires_grad_(False)  # the text side frozen, the CNN still training
+    batch = make_batch(n=4)
+    with torch.no_grad():
+        h_img = model.image_encoder(batch["image"])
+        h_txt = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+        model({**batch, "text_features": h_txt})  # frozen text encoder: its cache is fine
+        with pytest.raises(ValueError, match="trains its image encoder"):
+            model({**batch, "image_features": h_img})

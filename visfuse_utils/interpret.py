@@ -103,8 +103,10 @@ class FusionExplainer:
 
     @torch.no_grad()
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """The pooled note features, or None when the fusion mixes the scan into BERT (token fusion)."""
-        if getattr(self.model.fusion, "needs_encoders", False):
+        """The pooled note features, for image methods to skip BERT at every step; None when the fusion mixes
+        the scan into BERT (token fusion) or the text encoder still trains (its features would go stale)."""
+        if getattr(self.model.fusion, "needs_encoders", False) or \
+                any(p.requires_grad for p in self.model.text_encoder.parameters()):
             return None
         return self.model.text_encoder(input_ids, attention_mask)
 

@@ -222,7 +222,15 @@ class FusionClassifier(nn.Module):
         self.cls_id, self.sep_id = cls_id, sep_id
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled (image, text) features: precomputed ones when the batch has them."""
+        """Pooled (image, text) features: precomputed ones when the batch has them.
+
+        Cached features come from frozen encoders; an encoder that trains (a CNN fine-tuned inside the
+        fusion) has moved away from them, so a batch with its cached features is refused.
+        """
+        for key, encoder in (("image_features", self.image_encoder), ("text_features", self.text_encoder)):
+            if key in batch and any(p.requires_grad for p in encoder.parameters()):
+                raise ValueError(f"this model trains its {key.split('_')[0]} encoder, so cached {key} are stale "
+                                 f"for it; give it the raw inputs (FeatureSet.without({key!r})).")
         h_img = batch["image_features"] if "image_features" in batch else self.image_encoder(batch["image"])
         h_txt = batch["text_features"] if "text_features" in batch else \
             self.text_encoder(batch["input_ids"], batch["attention_mask"])
