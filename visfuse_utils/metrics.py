@@ -64,10 +64,10 @@ def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
 METRIC_COLUMNS = ["accuracy", "accuracy_std", "macro_f1", "auroc", "ece", "n_params", "train_seconds"]
 
 
-def table(results: dict[str, dict]):
-    """``{model: metrics}`` as a DataFrame, one row per model, the course's metric columns first."""
+def table(results: dict[str, dict], index_name: str = "model"):
+    """``{row: {column: value}}`` as a DataFrame, one row per model (or method), the course's metric columns first."""
     import pandas as pd
 
     frame = pd.DataFrame.from_dict(results, orient="index")
     first = [c for c in METRIC_COLUMNS if c in frame]
-    return frame[first + [c for c in frame.columns if c not in first]].rename_axis("model")
+    return frame[first + [c for c in frame.columns if c not in first]].rename_axis(index_name)

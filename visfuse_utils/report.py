@@ -55,8 +55,8 @@ def comparison_chart(records: list[dict]) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _html_table(rows: dict[str, dict]) -> str:
-    frame = metrics_table(rows)
+def _html_table(rows: dict[str, dict], index_name: str = "model") -> str:
+    frame = metrics_table(rows, index_name)
     whole = [c for c in frame.columns if c.startswith("n_") or c.endswith("_seconds")]
     fmt = {c: (lambda v: "–" if v != v or v is None else f"{v:,.0f}") for c in whole}
     return frame.to_html(formatters=fmt, float_format=lambda v: f"{v:.3f}", na_rep="–")
@@ -86,7 +86,7 @@ def build_report(build: Path) -> Path:
         if rec["models"]:
             parts.append(_html_table(rec["models"]))
         for title, rows in rec["tables"].items():
-            parts.append(f"<h3>{html.escape(title)}</h3>" + _html_table(rows))
+            parts.append(f"<h3>{html.escape(title)}</h3>" + _html_table(rows, index_name=""))
         parts.append(_claims(rec["claims"]))
         nb = nb_dir / f"{rec['notebook']}.ipynb"
         if nb.exists():
