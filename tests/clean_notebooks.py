@@ -1,7 +1,7 @@
 """Tidy executed notebooks before they are committed (``make publish``).
 
-Drops volatile papermill metadata, and fails if an output shows an error or a machine
-path, so what readers see on GitHub is clean and reproducible.
+Drops volatile papermill metadata, and fails if an output shows an error, a claim that did not
+hold or a machine path, so what readers see on GitHub is clean and reproducible.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def clean(path: Path) -> list[str]:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 problems.append(f"{path}: error output {out.get('ename')}")
+            shown = "".join(out.get("data", {}).get("text/markdown", ""))
+            if shown.startswith("✘"):
+                problems.append(f"{path}: a claim did not hold: {shown[:120]}")
             text = json.dumps(out.get("text", "")) + json.dumps(out.get("data", {}).get("text/plain", ""))
             text += json.dumps(out.get("data", {}).get("text/html", ""))
             if MACHINE_PATH.search(text):

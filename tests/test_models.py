@@ -33,19 +33,22 @@ def test_missing_modality_forward(kind, tiny_bert):
     assert out.shape == (6, 3) and torch.isfinite(out).all()
 
 
-def test_token_fusion_mask_covers_image_tokens(tiny_bert):
-    model = M.build_fusion_model("token", tiny_bert, n_classes=3)
+def test_token_fusion_builds_an_image_then_note_sentence_pair(tiny_bert):
+    model = M.build_fusion_model("token", tiny_bert, n_classes=3, cls_id=101 % 120, sep_id=102 % 120)
     batch = make_batch()
-    embeds, mask = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch)
+    embeds, mask, types = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch)
     k = model.fusion.grid ** 2
-    assert embeds.shape == (6, 10 + k, 32) and mask.shape == (6, 10 + k)
-    assert (mask[:, 1:1 + k] == 1).all()  # every image token is attended to
-    assert torch.equal(mask[:, 1 + k:], batch["attention_mask"][:, 1:])  # text padding stays masked
+    assert embeds.shape == (6, 10 + k + 1, 32) and mask.shape == types.shape == (6, 10 + k + 1)
+    assert (mask[:, 1:2 + k] == 1).all()  # every image token and the separator are attended to
+    assert torch.equal(mask[:, 2 + k:], batch["attention_mask"][:, 1:])  # text padding stays masked
+    assert (types[:, :2 + k] == 0).all() and (types[:, 2 + k:] == 1).all()  # segment 0: image, 1: note
+    sep = model.text_encoder.encoder.get_input_embeddings().weight[102 % 120]
+    assert torch.allclose(embeds[:, 1 + k], sep.expand(6, -1))  # BERT's own [SEP] between the two
     # attention really mixes: changing the image changes the text positions' states
-    states = model.text_encoder.token_states(inputs_embeds=embeds, attention_mask=mask)
+    states = model.text_encoder.token_states(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types)
     batch2 = dict(batch, image=batch["image"] + 1)
-    e2, m2 = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch2)
-    states2 = model.text_encoder.token_states(inputs_embeds=e2, attention_mask=m2)
+    e2, m2, t2 = model.fusion.joint_inputs(model.image_encoder, model.text_encoder, batch2)
+    states2 = model.text_encoder.token_states(inputs_embeds=e2, attention_mask=m2, token_type_ids=t2)
     assert not torch.allclose(states[:, -1], states2[:, -1])
 
 

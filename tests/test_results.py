@@ -34,3 +34,18 @@ def test_another_schema_is_refused(tmp_path):
     path.write_text(json.dumps({"models": {}, "meta": {}}))
     with pytest.raises(ValueError, match="schema"):
         R.load_results(path)
+
+
+def test_claims_are_recorded_and_stop_only_a_full_run(capsys):
+    smoke = R.Claims("smoke")
+    smoke(1 < 2, "one is less than two")
+    smoke(2 < 1, "two is less than one")  # reported, not raised
+    assert smoke.records == [{"text": "one is less than two", "held": True},
+                             {"text": "two is less than one", "held": False}]
+    out = capsys.readouterr().out
+    assert "✔ one is less than two" in out and "does not hold" in out
+    full = R.Claims("full")
+    full(True, "fine")
+    with pytest.raises(R.ClaimError, match="two is less than one"):
+        full(2 < 1, "two is less than one")
+    assert [r["held"] for r in full.records] == [True, False]  # the failed claim is recorded before the stop

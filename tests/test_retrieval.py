@@ -161,3 +161,16 @@ def test_contrastive_recipe_trains_through_fit_keeps_the_best_epoch_and_is_reuse
     assert art2.reused and not any(p.requires_grad for p in again.text_encoder.parameters())
     saved = torch.load(tmp_path / "artifacts" / f"contrastive-{art.key}.pt", weights_only=True)
     assert not any(k.startswith("text_encoder.") and "weight" in k for k in saved)  # the frozen tower is not stored
+
+
+def test_phrase_share_and_attribute_agreement_known_answers():
+    captions = ["a ruler", "no ruler here", "plain", "plain", "a ruler and hair"]
+    share = retrieval.phrase_share(np.array([0, 4]), captions, "ruler")
+    assert share["top-k share"] == 1.0 and share["base rate"] == pytest.approx(0.6)
+    assert share["p (chance)"] == pytest.approx(0.36)  # P(both of 2 draws at rate 0.6)
+    import pandas as pd
+
+    attrs = pd.DataFrame({"border": ["smooth", "smooth", "irregular", None]})
+    perfect = np.array([[9, 8, 0, 0], [8, 9, 0, 0], [0, 0, 9, 0], [0, 0, 0, 9]], float)
+    assert retrieval.attribute_agreement(perfect, attrs, k=2)["border"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert retrieval.attribute_base_rates(attrs)["border"] == pytest.approx((0.5 + 0.5 + 0.25) / 3)

@@ -74,3 +74,17 @@ def test_cache_roundtrip_and_invalidation(tmp_path):
     assert np.array_equal(a.latents["radius"], b.latents["radius"], equal_nan=True)
     S.synthscan_cached(30, seed=2, image_size=32, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 2  # new settings, new file
+
+
+def test_caption_attributes_read_back_what_the_generator_wrote(big):
+    d = big.subset(np.arange(300))
+    lat = d.latents
+    for i, caption in enumerate(d.captions):
+        a = S.caption_attributes(caption)
+        assert (a["ruler"] is not None) == bool(lat["ruler"][i]) and (a["hair"] is not None) == bool(lat["hair"][i])
+        if lat["image_grade"][i] == 0:
+            assert a["size"] is None and a["border"] is None
+        else:
+            assert a["border"] == ("irregular" if lat["image_grade"][i] == 2 else "smooth")
+            y = lat["center_y"][i]
+            assert a["row"] == ("top" if y < 0.43 else "bottom" if y > 0.57 else "middle")

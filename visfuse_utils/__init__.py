@@ -2,7 +2,8 @@
 
 Every notebook starts with ``import visfuse_utils as vf``. This module holds what
 all of them need first and last: the run profile, seeding and device choice, and
-``save_results`` (the ``results`` schema) that every notebook ends with.
+``Claims`` (each result sentence checked on the run) and ``save_results`` (the ``results`` schema)
+that every notebook ends with.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import save_results
+from .results import Claims, save_results
 
 __version__ = "0.1.0"
-__all__ = ["PROFILES", "Profile", "build_dir", "describe_run", "get_device", "get_profile", "save_results", "set_seed"]
+__all__ = ["Claims", "PROFILES", "Profile", "build_dir", "describe_run", "get_device", "get_profile", "save_results",
+           "set_seed"]
 
 PROFILES = ("smoke", "full")
 
@@ -46,7 +48,7 @@ _PROFILES = {
     "smoke": Profile("smoke", n_samples=240, image_size=32, epochs=1, text_epochs=1, seeds=(0,), ig_steps=8,
                      n_explain=4, head_epochs=2, finetune_epochs=1, token_epochs=1),
     "full": Profile("full", n_samples=2000, image_size=64, epochs=12, text_epochs=2, seeds=(0, 1, 2), ig_steps=50,
-                    n_explain=32, head_epochs=40, finetune_epochs=6, token_epochs=1),
+                    n_explain=32, head_epochs=40, finetune_epochs=6, token_epochs=3),
 }
 
 

@@ -30,7 +30,7 @@ def denoise(image: np.ndarray, method: str = "gaussian", size: float = 1.0) -> n
     """Smooth pixel noise: a Gaussian blur (``size`` = sigma) or a median filter (disk of radius ``size``).
 
     The Gaussian averages noise away but also softens edges; the median keeps edges and
-    removes isolated outliers (salt-and-pepper, thin hairs) better.
+    removes isolated specks (salt-and-pepper) better; a line survives a disc it fills more than half of.
     """
     from skimage import filters, morphology
 

@@ -47,6 +47,38 @@ class SmallCNN(nn.Module):
         return self.project(self.feature_map(images).amax(dim=(2, 3)))
 
 
+class ResNetEncoder(nn.Module):
+    """torchvision's ResNet-18 without its classification layer: scan -> 512-number vector (notebook 02).
+
+    For a gray scan the first convolution's kernel becomes the *sum* of the pretrained RGB kernels, which gives
+    exactly what the original gives on a gray image copied into three channels; other channel counts average.
+    """
+
+    def __init__(self, in_channels: int = 1, weights=None):
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=weights)
+        if in_channels != 3:
+            old = net.conv1
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            with torch.no_grad():
+                kernel = old.weight.sum(1, keepdim=True) if in_channels == 1 else old.weight.mean(1, keepdim=True)
+                net.conv1.weight.copy_(kernel.repeat(1, in_channels, 1, 1))
+        net.fc = nn.Identity()
+        self.net, self.out_dim = net, 512
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's token states (B x T x H) over its attention mask (B x T): padding gets no weight, and a
+    float mask weighs each token by its presence (notebook 03)."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face encoder (``AutoModel``) -> mean of its token states over the attention mask.
 
@@ -61,20 +93,20 @@ class TextEncoder(nn.Module):
         self.encoder = encoder
         self.out_dim = encoder.config.hidden_size
 
-    def token_states(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
-        """Last-layer states, B x T x hidden (``inputs_embeds`` lets fusion or Captum feed embeddings)."""
+    def token_states(self, input_ids=None, attention_mask=None, inputs_embeds=None,
+                     token_type_ids=None) -> torch.Tensor:
+        """Last-layer states, B x T x hidden (``inputs_embeds`` lets fusion or Captum feed embeddings;
+        ``token_type_ids`` are BERT's segment ids, 0 for the first segment and 1 for the second)."""
         if attention_mask is not None and attention_mask.is_floating_point():
             present = attention_mask > 0  # log(presence), with absent tokens fully masked (and no inf gradients)
             log_p = torch.log(torch.where(present, attention_mask, torch.ones_like(attention_mask)))
             dtype = self.encoder.dtype
             attention_mask = torch.where(present, log_p, torch.finfo(dtype).min).to(dtype)[:, None, None, :]
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                            inputs_embeds=inputs_embeds).last_hidden_state
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                            token_type_ids=token_type_ids).last_hidden_state
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
-        states = self.token_states(input_ids, attention_mask, inputs_embeds)
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, token_type_ids=None) -> torch.Tensor:
+        return masked_mean(self.token_states(input_ids, attention_mask, inputs_embeds, token_type_ids), attention_mask)
 
     def freeze(self) -> TextEncoder:
         """Stop gradients into the encoder (linear probe / frozen features)."""
@@ -168,18 +200,20 @@ class GatedFusion(nn.Module):
 class TokenFusion(nn.Module):
     """Early fusion (MMBT-style): CNN feature-map cells enter BERT as extra input tokens.
 
-    The sequence becomes ``[CLS] img_1 … img_k word_1 … [SEP]``; image tokens get a
-    learned projection, their own position embedding, and attention-mask ones, so every
-    self-attention layer mixes words and image regions. Output: masked mean of all states.
+    The sequence is a BERT sentence pair, ``[CLS] img_1 … img_k [SEP] word_1 … [SEP]``: the image is the
+    first segment (segment id 0) and the note the second (segment id 1), as in MMBT. Image tokens are a
+    learned projection of the CNN's cells plus their own learned position embedding; the separator is
+    BERT's own ``[SEP]``. Every self-attention layer mixes words and image regions. Output: the masked
+    mean of all states (MMBT pools with ``[CLS]``; the course's text encoder uses the mean throughout).
     """
 
     needs_encoders = True
 
-    def __init__(self, image_channels: int, text_encoder: TextEncoder, grid: int = 4):
+    def __init__(self, image_channels: int, text_encoder: TextEncoder, grid: int = 4, sep_id: int = 102):
         super().__init__()
         hidden = text_encoder.out_dim
         self.project = nn.Linear(image_channels, hidden)
-        self.grid = grid
+        self.grid, self.sep_id = grid, sep_id
         self.image_pos = nn.Parameter(torch.zeros(1, grid * grid, hidden))
         nn.init.normal_(self.image_pos, std=0.02)
         self.out_dim = hidden
@@ -191,18 +225,24 @@ class TokenFusion(nn.Module):
         return self.project(fmap.flatten(2).transpose(1, 2)) + self.image_pos
 
     def joint_inputs(self, image_encoder, text_encoder, batch: dict, word_embeds: torch.Tensor | None = None):
-        """(inputs_embeds, attention_mask) of the joint sequence; ``word_embeds`` lets Captum substitute its own."""
-        words = word_embeds if word_embeds is not None else \
-            text_encoder.encoder.get_input_embeddings()(batch["input_ids"])
+        """(inputs_embeds, attention_mask, token_type_ids) of the joint sequence; ``word_embeds`` lets Captum
+        substitute its own. The note's ``[SEP]`` (its last real token) ends the second segment."""
+        lookup = text_encoder.encoder.get_input_embeddings()
+        words = word_embeds if word_embeds is not None else lookup(batch["input_ids"])
         img = self.image_tokens(image_encoder, batch["image"]).to(words.dtype)
-        embeds = torch.cat([words[:, :1], img, words[:, 1:]], dim=1)
-        ones = torch.ones(img.shape[:2], dtype=batch["attention_mask"].dtype, device=img.device)
-        mask = torch.cat([batch["attention_mask"][:, :1], ones, batch["attention_mask"][:, 1:]], dim=1)
-        return embeds, mask
+        # the [SEP] row read from the table, not through the layer: Captum hooks the layer's single call
+        sep = lookup.weight[self.sep_id].to(words.dtype).expand(len(img), 1, -1)
+        embeds = torch.cat([words[:, :1], img, sep, words[:, 1:]], dim=1)
+        mask_in = batch["attention_mask"]
+        ones = torch.ones((len(img), img.shape[1] + 1), dtype=mask_in.dtype, device=img.device)
+        mask = torch.cat([mask_in[:, :1], ones, mask_in[:, 1:]], dim=1)
+        types = torch.zeros(mask.shape, dtype=torch.long, device=img.device)
+        types[:, 2 + img.shape[1]:] = 1
+        return embeds, mask, types
 
     def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
-        embeds, mask = self.joint_inputs(image_encoder, text_encoder, batch)
-        return text_encoder(inputs_embeds=embeds, attention_mask=mask)
+        embeds, mask, types = self.joint_inputs(image_encoder, text_encoder, batch)
+        return text_encoder(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types)
 
 
 class FusionClassifier(nn.Module):
@@ -301,7 +341,7 @@ def build_fusion_model(kind: str, text_model: nn.Module, n_classes: int, in_chan
         fusion = GatedFusion(di, dt)
         head = mlp_head(fusion.out_dim, n_classes)
     elif kind == "token":
-        fusion = TokenFusion(image_encoder.map_channels, text_encoder)
+        fusion = TokenFusion(image_encoder.map_channels, text_encoder, sep_id=sep_id)
         head = mlp_head(fusion.out_dim, n_classes)
     else:
         raise ValueError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")

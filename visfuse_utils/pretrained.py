@@ -108,6 +108,44 @@ def resolve_text_model(name: str = DEFAULT_TEXT_MODEL) -> tuple[str, str]:
     )
 
 
+def imagenet_resnet18_weights(timeout: float = 3.0):
+    """``(weights, source)``: torchvision's ImageNet weights for ResNet-18 when cached or downloadable, else
+    ``(None, "random initialisation")`` with the reason printed, never a hang or a crash (notebook 02).
+
+    The download server is probed in a thread, so a hanging DNS lookup cannot block longer than ``timeout``.
+    """
+    import threading
+
+    import torch
+    import torchvision
+
+    candidate = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / candidate.url.rsplit("/", 1)[-1]
+    answer: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((candidate.url.split("/")[2], 443), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            pass
+
+    if not cached.is_file():
+        worker = threading.Thread(target=probe, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not answer:
+            print(f"The ImageNet weights cannot be fetched (no connection to the download server within {timeout:.0f} "
+                  "s); ResNet-18 starts from random initialisation instead.")
+            return None, "random initialisation"
+    try:
+        candidate.get_state_dict(progress=False)  # downloads once into torch's cache
+    except Exception as err:  # any download failure means: fall back, and say so
+        print(f"Downloading the ImageNet weights failed ({type(err).__name__}); using random initialisation.")
+        return None, "random initialisation"
+    return candidate, "ImageNet weights"
+
+
 def load_text_model(name: str = DEFAULT_TEXT_MODEL):
     """``(tokenizer, encoder, how)`` for a BERT-family model, resolved as above.
 

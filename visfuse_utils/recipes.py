@@ -5,7 +5,9 @@ expert and notebook 04 reuses it, notebook 03 fine-tunes the text expert and not
 reuses it, notebook 04 trains the fusions that notebook 05 explains, notebook 06 the
 contrastive model. Each function builds the store's config from every setting that changes
 the result (data fingerprint, recipe, seed, the models it starts from) and calls
-``store.load_or_train``: whichever notebook asks first trains, the others reuse.
+``store.load_or_train``: whichever notebook asks first trains, the others reuse. The ``recipe``
+entry carries a version: bump it when a recipe's code changes what it trains (fusion/2: token
+fusion reads the scan and the note as a sentence pair).
 """
 from __future__ import annotations
 
@@ -139,7 +141,7 @@ def fusion(kind: str, ex: Experts, train_set: MultimodalData, val_set: Multimoda
         kind, max(1, profile.head_epochs // 2) if modality_dropout else profile.head_epochs)
     lr, lrs, patience, batch = {"concat_ft": (2e-3, {"image_encoder": 1e-3}, 4, 64),
                                 "token": (1e-3, {"text_encoder": 5e-5}, 3, 32)}.get(kind, (2e-3, None, 6, 128))
-    config = {"recipe": "fusion/1", "kind": kind, "experts": ex.keys, "data": data_key(train_set, val_set),
+    config = {"recipe": "fusion/2", "kind": kind, "experts": ex.keys, "data": data_key(train_set, val_set),
               "seed": seed, "epochs": epochs or default, "lr": lr, "lrs": lrs, "patience": patience,
               "batch_size": batch, "modality_dropout": modality_dropout}
 

@@ -24,6 +24,44 @@ SCHEMA = 1
 REQUIRED_META = ("profile", "data", "seed", "device")
 
 
+class ClaimError(AssertionError):
+    """A sentence of the lesson no longer holds for this run's numbers."""
+
+
+class Claims:
+    """The result sentences a notebook states, each checked against this run's numbers.
+
+    ``claim(condition, sentence)`` shows the sentence (as Markdown, marked held or not) and records it
+    for the results file. In the ``full`` profile, whose numbers the text discusses, a claim that does
+    not hold stops the run with ``ClaimError``; in ``smoke`` (tiny data, one epoch) it is only reported.
+    """
+
+    def __init__(self, profile: str):
+        self.strict = profile == "full"
+        self.records: list[dict] = []
+
+    def __call__(self, condition, sentence: str) -> None:
+        held = bool(condition)
+        self.records.append({"text": sentence, "held": held})
+        mark = "✔" if held else ("✘ **does not hold**" if self.strict else "✘ *does not hold on this smoke run*")
+        _show_markdown(f"{mark} {sentence}")
+        if not held and self.strict:
+            raise ClaimError(f"This sentence of the lesson does not hold for this run: {sentence!r}. Re-read the "
+                             "numbers above and correct the text (or the code) before publishing.")
+
+
+def _show_markdown(text: str) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:
+        print(text)
+
+
 def results_dir() -> Path:
     """``results/`` inside ``visfuse_utils.build_dir()``."""
     from . import build_dir

@@ -179,6 +179,39 @@ def same_text(queries: list[str], items: list[str]) -> np.ndarray:
     return q[:, None] == g[None, :]
 
 
+def phrase_share(top: np.ndarray, captions: list[str], phrase: str) -> dict[str, float]:
+    """For the items ranked ``top`` (indices): the share whose caption contains ``phrase``, the share among all
+    items (the rate a random list would have), and the binomial probability of at least that many by chance."""
+    from scipy.stats import binom
+
+    hits = int(sum(phrase in captions[i] for i in top))
+    base = float(np.mean([phrase in c for c in captions]))
+    return {"top-k share": hits / len(top), "base rate": base, "p (chance)": float(binom.sf(hits - 1, len(top), base))}
+
+
+def attribute_agreement(sim: np.ndarray, attributes, k: int = 10) -> dict[str, float]:
+    """Per attribute (a DataFrame column, one row per item and query): over the queries that name a value, the mean
+    share of their top-``k`` items that name the same value. ``sim`` is queries x items over the same list."""
+    top = np.argsort(-np.asarray(sim), axis=1, kind="stable")[:, :k]
+    out = {}
+    for name in attributes.columns:
+        v = attributes[name].to_numpy(dtype=object)
+        named = np.flatnonzero(attributes[name].notna())
+        out[name] = float(np.mean([np.mean(v[top[i]] == v[i]) for i in named])) if len(named) else float("nan")
+    return out
+
+
+def attribute_base_rates(attributes) -> dict[str, float]:
+    """What ``attribute_agreement`` scores for a random ranking: per attribute, the mean share of items that name
+    the same value as a query that names one."""
+    out = {}
+    for name in attributes.columns:
+        v = attributes[name].to_numpy(dtype=object)
+        named = np.flatnonzero(attributes[name].notna())
+        out[name] = float(np.mean([np.mean(v == v[i]) for i in named])) if len(named) else float("nan")
+    return out
+
+
 # ------------------------------------------------------------------------ bag of words
 class PixelsToWords:
     """Bag-of-words baseline: ridge regression from downsampled pixels to a caption's TF-IDF vector.

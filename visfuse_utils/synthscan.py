@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,9 @@ _FAMILY_NO = [
     "Denies any cancer in the family.",
     "No relatives with malignant disease.",
 ]
+# The cue sentences of the notes, by cue and polarity (notebook 03 reads them; the generator picks one at random).
+CUE_TEMPLATES = {"growth": {"affirmed": _GROWTH_YES, "negated": _GROWTH_NO},
+                 "family": {"affirmed": _FAMILY_YES, "negated": _FAMILY_NO}}
 _OPENINGS = [
     "{age}-year-old {sex} referred for imaging.",
     "{age}-year-old {sex} presenting for a routine scan.",
@@ -201,6 +205,24 @@ def _caption(lat: dict, i: int) -> str:
     if lat["hair"][i]:
         parts.append("a thin hair artefact")
     return "; ".join(parts).capitalize() + "."
+
+
+_CAPTION = re.compile(r"(small|medium|large) (bright|faint) lesion with an? (smooth|irregular) border "
+                      r"near the (?:(top|middle|bottom) )?(left|centre|right)")
+CAPTION_ATTRIBUTES = ("size", "brightness", "border", "row", "column", "ruler", "hair")
+
+
+def caption_attributes(caption: str) -> dict:
+    """What a findings caption names: size, brightness, border (texture goes with it), row, column, ruler, hair.
+
+    None where the caption does not say (a clear scan has no lesion attributes). Notebook 06 and its
+    solutions score retrieval per attribute with it.
+    """
+    m = _CAPTION.search(caption.lower())
+    found = dict(zip(CAPTION_ATTRIBUTES[:5], m.groups() if m else [None] * 5))
+    if m and found["row"] is None:  # "near the centre"
+        found["row"] = "middle"
+    return {**found, "ruler": "ruler" if "ruler" in caption else None, "hair": "hair" if "hair" in caption else None}
 
 
 def _write_notes(rng: np.random.Generator, text_risk: np.ndarray):
