@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.visfuse-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/*.ipynb))
 
-.PHONY: setup run solutions test lint lab bench publish clean
+.PHONY: setup run solutions test lint lab bench publish twins slides times clean
 
 # Idempotent: re-installs only when pyproject.toml changed or the venv is incomplete.
 $(STAMP): pyproject.toml
@@ -50,10 +50,25 @@ lab: setup
 bench: setup
 	$(BIN)/python tests/bench.py
 
+# The student versions of notebooks 01-06 (write-it-yourself cells emptied), regenerated from the notebooks.
+twins: setup
+	$(BIN)/python tests/student_twins.py
+
+# One reveal.js deck per notebook from the committed full-run outputs: build/slides/NN_name.slides.html.
+slides: setup
+	$(BIN)/python tests/make_slides.py
+
+# After a full `make run`: record its seconds per section as RUN=cold (a first run) or RUN=warm (models stored);
+# rewrites the table in docs/teaching.md and the time sentence of each notebook's header.
+times: setup
+	$(BIN)/python tests/lesson_times.py $(RUN)
+
 # After a full `make run`: copy the executed notebooks back so GitHub readers see real outputs.
 publish:
 	@for nb in $(NOTEBOOKS) $(SOLUTIONS); do [ -f build/$$nb ] && cp build/$$nb $$nb; done; true
 	$(BIN)/python tests/clean_notebooks.py $(NOTEBOOKS) $(SOLUTIONS)
+	$(BIN)/python tests/lesson_times.py
+	$(BIN)/python tests/student_twins.py
 
 clean:
 	rm -rf build data/cache

@@ -7,3 +7,6 @@ os.environ.setdefault("VISFUSE_PROFILE", "smoke")
 os.environ.setdefault("VISFUSE_BUILD", str(ROOT / "build" / "test"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The student twins stop at their cells to write; tests/test_student_twins.py fills and runs them instead.
+collect_ignore = ["notebooks/student"]
