@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 import sys
@@ -26,32 +27,37 @@ TIME = re.compile(r"\*Time:\*.*?(?=\n\n|$)", re.S)  # the header's time sentence
 
 
 def sections(path: Path) -> list[dict]:
-    """The notebook cut at each markdown cell opening with a ``## `` heading; prose words and code lines of each."""
+    """The notebook cut at every ``## `` heading line; each section's prose words, code lines and cell durations.
+
+    A heading may sit inside a markdown cell: the words before it count for the section before.
+    """
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    out = [{"section": "Frame: title, setup, parameters", "cells": []}]
+    out = [{"section": "Frame: title, setup, parameters", "words": 0, "code_lines": 0, "durations": []}]
     for cell in cells:
         text = "".join(cell["source"])
-        heading = re.match(r"## (.+)", text) if cell["cell_type"] == "markdown" else None
-        if heading:
-            out.append({"section": heading.group(1).strip(), "cells": []})
-        out[-1]["cells"].append(cell)
-    for s in out:
-        cells_ = s.pop("cells")
-        prose = [TIME.sub("", "".join(c["source"])) for c in cells_ if c["cell_type"] == "markdown"]
-        s["words"] = sum(len(text.split()) for text in prose)
-        s["code_lines"] = sum(len("".join(c["source"]).splitlines()) for c in cells_ if c["cell_type"] == "code")
-        s["durations"] = [c.get("metadata", {}).get("papermill", {}).get("duration") for c in cells_
-                          if c["cell_type"] == "code"]
+        if cell["cell_type"] == "code":
+            out[-1]["code_lines"] += len(text.splitlines())
+            out[-1]["durations"].append(cell.get("metadata", {}).get("papermill", {}).get("duration"))
+            continue
+        for line in TIME.sub("", text).splitlines():
+            if line.startswith("## "):
+                out.append({"section": line[3:].strip(), "words": 0, "code_lines": 0, "durations": []})
+            out[-1]["words"] += len(line.split())
     return out
+
+
+def optional(s: dict) -> bool:
+    """Whether a section is an optional extra after the main path (not counted in the notebook's reading time)."""
+    return s["section"].startswith("Going further")
 
 
 def reading_minutes(s: dict) -> float:
     return s["words"] / WORDS_PER_MIN + s["code_lines"] / CODE_LINES_PER_MIN
 
 
-def reading_total(path: Path) -> int:
-    """The notebook's reading time in minutes, rounded up to five."""
-    return 5 * math.ceil(sum(reading_minutes(s) for s in sections(path)) / 5)
+def reading_total(path: Path, extras: bool = False) -> int:
+    """Minutes of reading, rounded up to five: the lesson, or (``extras``) its optional *Going further* part."""
+    return 5 * math.ceil(sum(reading_minutes(s) for s in sections(path) if optional(s) == extras) / 5)
 
 
 def run_minutes(seconds: float) -> str:
@@ -60,9 +66,10 @@ def run_minutes(seconds: float) -> str:
 
 def time_line(path: Path, store: dict) -> str:
     """The notebook header's time sentence, from the counts and the stored run seconds."""
-    runs = store.get("seconds", {}).get(path.stem, {})
-    cold, warm = (sum(runs.get(label, {}).values()) for label in ("cold", "warm"))
-    text = f"*Time:* about {reading_total(path)} minutes of reading; "
+    cold, warm = (sum(section_seconds(path, store, label) or [0]) for label in ("cold", "warm"))
+    extra = reading_total(path, extras=True)
+    text = f"*Time:* about {reading_total(path)} minutes of reading" + (
+        f" (and about {extra} for the optional *Going further*); " if extra else "; ")
     if abs(cold - warm) < 30:
         text += f"the cells run in {run_minutes(max(cold, warm))} on a 2-core CPU (full profile)."
     else:
@@ -77,44 +84,57 @@ def notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def record(label: str, build: Path) -> dict:
-    """Store the run seconds of every section of the executed notebooks under ``label``."""
+    """Store every code cell's run seconds of the executed notebooks under ``label`` (sections are summed later)."""
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
     import torch
 
-    store.setdefault("machines", {})[label] = (f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-                                               f"torch {torch.__version__}")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    store.setdefault("machines", {})[label] = (f"{os.cpu_count()}-core {platform.machine()} CPU, {device}, "
+                                               f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     for path in notebooks():
         executed = build / "notebooks" / path.name
-        runs = {s["section"]: round(sum(d or 0 for d in s["durations"]), 1) for s in sections(executed)}
-        if not any(runs.values()):
-            raise SystemExit(f"{executed}: no papermill durations; run `make run` first")
-        store.setdefault("seconds", {}).setdefault(path.stem, {})[label] = runs
+        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        seconds = [c.get("metadata", {}).get("papermill", {}).get("duration") for c in code]
+        if None in seconds:
+            raise SystemExit(f"{executed}: a cell without a papermill duration; run `make run` first")
+        store.setdefault("seconds", {}).setdefault(path.stem, {})[label] = [round(x, 2) for x in seconds]
     STORE.write_text(json.dumps(store, indent=1, ensure_ascii=False) + "\n")
     return store
 
 
+def section_seconds(path: Path, store: dict, label: str) -> list[float] | None:
+    """Run seconds per section of ``path`` from the stored per-cell times, or None when they were not measured."""
+    cells = store.get("seconds", {}).get(path.stem, {}).get(label)
+    parts = sections(path)
+    if cells is None or len(cells) != sum(len(s["durations"]) for s in parts):
+        return None
+    out, k = [], 0
+    for s in parts:
+        out.append(sum(cells[k:k + len(s["durations"])]))
+        k += len(s["durations"])
+    return out
+
+
 def table(store: dict) -> str:
     """The Markdown table: per notebook and section, reading minutes and run seconds (cold, warm)."""
-    machines = "; ".join(f"{k}: {v}" for k, v in store.get("machines", {}).items())
+    runs = store.get("machines", {})
+    machines = (next(iter(runs.values())) if len(set(runs.values())) == 1
+                else "; ".join(f"{k}: {v}" for k, v in runs.items()))
     lines = [f"Reading: prose at {WORDS_PER_MIN} words and code at {CODE_LINES_PER_MIN} lines a minute, counted from "
              "the notebooks. Run: seconds of the full profile, measured by papermill, cold (every model trains) and "
              f"warm (the store returns them), on {machines}.", "",
              "| notebook | section | reading (min) | run cold (s) | run warm (s) |", "|---|---|---:|---:|---:|"]
     for path in notebooks():
-        seconds = store.get("seconds", {}).get(path.stem, {})
-        total_read = 0.0
-        totals = {"cold": 0.0, "warm": 0.0}
-        for s in sections(path):
-            read = reading_minutes(s)
-            total_read += read
-            cells = []
-            for label in ("cold", "warm"):
-                value = seconds.get(label, {}).get(s["section"])
-                totals[label] += value or 0
-                cells.append("" if value is None else f"{value:.0f}")
-            lines.append(f"| {path.stem[:2]} | {s['section']} | {read:.0f} | {cells[0]} | {cells[1]} |")
-        lines.append(f"| **{path.stem[:2]}** | **total** | **{reading_total(path)}** | "
-                     f"**{totals['cold']:.0f}** | **{totals['warm']:.0f}** |")
+        runs = {label: section_seconds(path, store, label) for label in ("cold", "warm")}
+        parts = sections(path)
+        for k, s in enumerate(parts):
+            shown = ["" if runs[label] is None else f"{runs[label][k]:.0f}" for label in ("cold", "warm")]
+            lines.append(f"| {path.stem[:2]} | {s['section']} | {reading_minutes(s):.0f} | {shown[0]} | {shown[1]} |")
+        totals = ["" if runs[label] is None else f"{sum(runs[label]):.0f}" for label in ("cold", "warm")]
+        label = "total, without *Going further*" if any(optional(s) for s in parts) else "total"
+        lines.append(f"| **{path.stem[:2]}** | **{label}** | **{reading_total(path)}** | **{totals[0]}** | "
+                     f"**{totals[1]}** |")
     return "\n".join(lines)
 
 
