@@ -21,8 +21,8 @@ BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION: (?P<hint>.+)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 LINE = 120  # ruff's line length (pyproject.toml)
 INTRO = ("*Student version.* Cells marked ✍ are yours to write: replace the `raise NotImplementedError(...)` with "
-         "your code, then run the check cell after it. Questions marked 🤔 ask for a prediction before you run the "
-         "next cell. The course notebook `{name}` holds the worked version.")
+         "your code, then run the check cell after it. Questions marked 🤔 ask for a prediction: write it down "
+         "before running the cells below them. The course notebook `{name}` holds the worked version.")
 
 
 def strip_solutions(source: str) -> str:
