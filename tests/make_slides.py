@@ -69,7 +69,7 @@ def check(deck: Path, browser: str = "chromium") -> tuple[int, int]:
                          capture_output=True, text=True, timeout=120).stdout
     if not re.search(r'<div class="reveal[^"]*\bready\b', dom):
         raise SystemExit(f"{deck.name}: reveal.js did not start in {browser} (offline? build with SLIDES_OFFLINE)")
-    slides, figures = dom.count("<section"), dom.count('<img src="data:image/png')
+    slides, figures = dom.count("<section"), len(re.findall(r'<img[^>]*\ssrc="data:image/png', dom))
     if figures == 0:
         raise SystemExit(f"{deck.name}: no figure on any slide (are the committed notebooks executed?)")
     return slides, figures
