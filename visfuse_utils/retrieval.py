@@ -193,22 +193,20 @@ def attribute_agreement(sim: np.ndarray, attributes, k: int = 10) -> dict[str, f
     """Per attribute (a DataFrame column, one row per item and query): over the queries that name a value, the mean
     share of their top-``k`` items that name the same value. ``sim`` is queries x items over the same list."""
     top = np.argsort(-np.asarray(sim), axis=1, kind="stable")[:, :k]
-    out = {}
-    for name in attributes.columns:
-        v = attributes[name].to_numpy(dtype=object)
-        named = np.flatnonzero(attributes[name].notna())
-        out[name] = float(np.mean([np.mean(v[top[i]] == v[i]) for i in named])) if len(named) else float("nan")
-    return out
+    return _same_value_share(attributes, lambda i: top[i])
 
 
 def attribute_base_rates(attributes) -> dict[str, float]:
-    """What ``attribute_agreement`` scores for a random ranking: per attribute, the mean share of items that name
-    the same value as a query that names one."""
+    """What ``attribute_agreement`` scores for a random ranking: the same share over all items instead of a top k."""
+    return _same_value_share(attributes, lambda i: slice(None))
+
+
+def _same_value_share(attributes, neighbours) -> dict[str, float]:
     out = {}
     for name in attributes.columns:
         v = attributes[name].to_numpy(dtype=object)
         named = np.flatnonzero(attributes[name].notna())
-        out[name] = float(np.mean([np.mean(v == v[i]) for i in named])) if len(named) else float("nan")
+        out[name] = float(np.mean([np.mean(v[neighbours(i)] == v[i]) for i in named])) if len(named) else float("nan")
     return out
 
 
