@@ -22,7 +22,8 @@ END = re.compile(r"^\s*# END SOLUTION\s*$")
 LINE = 120  # ruff's line length (pyproject.toml)
 INTRO = ("*Student version.* Cells marked ✍ are yours to write: replace the `raise NotImplementedError(...)` with "
          "your code, then run the check cell after it. Questions marked 🤔 ask for a prediction: write it down "
-         "before running the cells below them. The course notebook `{name}` holds the worked version.")
+         "before running the cells below them. The cells come without outputs, so that your predictions come before "
+         "the results; the course notebook `{name}` holds the worked version with its outputs.")
 
 
 def strip_solutions(source: str) -> str:

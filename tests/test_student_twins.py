@@ -29,6 +29,8 @@ def test_every_main_notebook_has_a_twin_with_two_to_four_cells_to_write():
         assert 2 <= len(todo) <= 4, f"{path.name}: {len(todo)} cells to write"
         first = "".join(cells(path)[0]["source"])
         assert f"notebooks/student/{path.name}" in first, "the Colab badge opens the twin"
+        shown = [c for c in cells(path) if c["cell_type"] == "code" and c["outputs"]]
+        assert not shown, "a twin ships without outputs: its predict-first questions come before the results"
 
 
 def test_the_committed_twins_are_what_the_script_writes(tmp_path):
