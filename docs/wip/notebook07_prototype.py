@@ -83,6 +83,15 @@ evaluate(lm, Fte, te, n=100, maxnew=12)
 peft = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0))
 ntr = sum(p.numel() for p in peft.parameters() if p.requires_grad) + sum(p.numel() for p in proj.parameters())
 print("trainable", ntr, ntr / sum(p.numel() for p in peft.parameters()))
-train(peft, [p for p in peft.parameters() if p.requires_grad] + list(proj.parameters()), N2, 1e-3)
+def train2(model, steps):
+    opt = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.requires_grad], "lr": 5e-4},
+                             {"params": list(proj.parameters()), "lr": 1e-4}]); g = torch.Generator().manual_seed(1); t = time.time()
+    for s in range(steps):
+        idx = torch.randint(len(tr), (BS,), generator=g)
+        x, a, l = batch_inputs(model, Ftr[idx], [tr.captions[i] for i in idx])
+        loss = model(inputs_embeds=x, attention_mask=a, labels=l).loss
+        opt.zero_grad(); loss.backward(); opt.step()
+        if s % 25 == 0: print(s, round(loss.item(), 3), round(time.time() - t, 1), flush=True)
+train2(peft, N2)
 evaluate(peft, Fte, te)
 evaluate(peft, Fte, te, n=100, shuffle=True)
