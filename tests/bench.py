@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import time
 
 import numpy as np
@@ -124,17 +125,68 @@ def bench_store(n: int, epochs: int) -> None:
         del os.environ["VISFUSE_BUILD"]
 
 
+def bench_llm(steps: int, n_reports: int, device) -> None:
+    """Notebook 07's decoder: training samples/s of a caption step (projector + LoRA everywhere, batch 16) and of a
+    diagnosis step (LoRA on the upper half, batch 8), generation tokens/s in float32 and int8, peak memory."""
+    import copy
+    import resource
+
+    from visfuse_utils import llm, recipes
+
+    d = synthscan.make_synthscan(max(64, n_reports), seed=0, image_size=64)
+    vf.set_seed(0)
+    model = recipes.writer_model(llm.DEFAULT_LLM, 128)
+    tokenizer = model.tokenizer
+    feats = torch.randn(len(d), 128)
+    captions = llm.PromptSet(tokenizer, feats, [model.image_prompt(recipes.FINDINGS_PROMPT)] * len(d),
+                             [" " + c for c in d.captions])
+    notes = llm.PromptSet(tokenizer, feats, [model.image_prompt(recipes.DIAGNOSIS_PROMPT.format(t)) for t in d.texts],
+                          [f" {d.class_names[y]}." for y in d.labels])
+    h = llm.train_stage(model, captions, captions.head(16), steps=steps, batch_size=16, lr=1e-4, device=device,
+                        progress=False)
+    print(f"LLM caption training: {h.samples_per_second:.1f} samples/s (SmolLM2-135M, projector + LoRA "
+          f"r16 on all 30 layers, batch 16, {steps} steps)")
+    recipes.with_diagnosis_adapter(model, 15)
+    h = llm.train_stage(model, notes, notes.head(8), steps=steps, batch_size=8, lr=1e-4, device=device,
+                        progress=False)
+    print(f"LLM diagnosis training: {h.samples_per_second:.1f} samples/s (LoRA r16 on layers 15-29, projector "
+          f"frozen, batch 8, notes of {np.mean([len(tokenizer(t).input_ids) for t in d.texts]):.0f} tokens)")
+    model.lm.set_adapter("default")
+    plain = copy.deepcopy(model).cpu()
+    plain.lm = plain.lm.merge_and_unload()
+    prompts = [model.image_prompt(recipes.FINDINGS_PROMPT)] * n_reports
+    for name, pattern in (("float32", None), ("int8, every linear layer", r"."),
+                          ("int8, MLP gate and up projections", r"(gate|up)_proj$")):
+        m = copy.deepcopy(plain)
+        if pattern:
+            chosen = {n: torch.ao.quantization.default_dynamic_qconfig for n, mod in m.lm.named_modules()
+                      if isinstance(mod, torch.nn.Linear) and re.search(pattern, n)}
+            m.lm = torch.ao.quantization.quantize_dynamic(m.lm, chosen, dtype=torch.qint8)
+        m.eval()
+        llm.write(m, feats[:8], prompts[:8], max_new_tokens=8)  # warm-up
+        secs = timed(lambda m=m: llm.write(m, feats[:n_reports], prompts, max_new_tokens=40, min_new_tokens=40))
+        print(f"LLM generation ({name}): {n_reports * 40 / secs:.0f} tokens/s ({n_reports} reports of 40 tokens, "
+              "batches of 100, greedy)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    print(f"LLM peak resident memory of this process: {peak:,.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, only to check the script runs")
+    ap.add_argument("--only", choices=["llm"], help="run only this benchmark")
     args = ap.parse_args()
     device = vf.get_device()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.only == "llm":
+        bench_llm(2 if args.quick else 10, 8 if args.quick else 100, device)
+        return
     bench_generation(200 if args.quick else 10_000)
     bench_training(64 if args.quick else 512, device)
     bench_attribution(2 if args.quick else 16, 4 if args.quick else 50, device)
     bench_store(60 if args.quick else 512, 1)
+    bench_llm(2 if args.quick else 10, 8 if args.quick else 100, device)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Per-section study and run times of notebooks 01-06, for the module plan in docs/teaching.md.
+"""Per-section study and run times of the notebooks, for the module plan in docs/teaching.md.
 
-``python tests/lesson_times.py cold|warm [build]`` reads the executed notebooks of a full ``make run`` (papermill
-records each cell's duration), stores the run seconds of every section under that label in docs/lesson_times.json,
-and rewrites the table in docs/teaching.md between its markers. ``cold`` is a first run (every model trains); ``warm``
+``python tests/lesson_times.py cold|warm [build] [NN ...]`` reads the executed notebooks of a full ``make run``
+(papermill records each cell's duration; ``NN ...`` limits it to those notebooks, e.g. one that changed), stores
+the run seconds of every section under that label in docs/lesson_times.json, and rewrites the table in
+docs/teaching.md between its markers. ``cold`` is a first run (every model trains); ``warm``
 a run after it (the artifact store returns the models), which is what a class sees after ``make run`` the day before.
 
 Reading time is an estimate from counts, stated in the table: prose at ``WORDS_PER_MIN`` and code at
@@ -80,10 +81,10 @@ def time_line(path: Path, store: dict) -> str:
 
 
 def notebooks(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))[:6]
+    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def record(label: str, build: Path) -> dict:
+def record(label: str, build: Path, only: list[str] | None = None) -> dict:
     """Store every code cell's run seconds of the executed notebooks under ``label`` (sections are summed later)."""
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
     import torch
@@ -92,6 +93,8 @@ def record(label: str, build: Path) -> dict:
     store.setdefault("machines", {})[label] = (f"{os.cpu_count()}-core {platform.machine()} CPU, {device}, "
                                                f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     for path in notebooks():
+        if only and path.stem[:2] not in only:
+            continue
         executed = build / "notebooks" / path.name
         cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
         code = [c for c in cells if c["cell_type"] == "code"]
@@ -156,5 +159,5 @@ def render() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        record(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "build")
+        record(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "build", sys.argv[3:] or None)
     render()

@@ -93,7 +93,7 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS[:6], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_markdown_states_no_result_figures(path):
     allowed = ALLOWED.get(path.name[:2], set())
     found = []
@@ -107,7 +107,7 @@ def test_markdown_states_no_result_figures(path):
     assert not found, f"result figures in markdown (render them from the numbers or guard them with a claim): {found}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS[1:6], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.name)
 def test_committed_full_run_checks_at_least_five_claims_and_all_hold(path):
     shown = [out.get("data", {}).get("text/markdown", "") for c in cells(path) if c["cell_type"] == "code"
              for out in c.get("outputs", [])]

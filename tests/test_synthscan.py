@@ -88,3 +88,13 @@ def test_caption_attributes_read_back_what_the_generator_wrote(big):
             assert a["border"] == ("irregular" if lat["image_grade"][i] == 2 else "smooth")
             y = lat["center_y"][i]
             assert a["row"] == ("top" if y < 0.43 else "bottom" if y > 0.57 else "middle")
+
+
+def test_caption_finding_reads_the_key_finding_and_refuses_contradictions():
+    from visfuse_utils.synthscan import caption_finding
+
+    assert caption_finding("No focal lesion is visible; a ruler along the bottom edge.") == "none"
+    assert caption_finding("A small faint lesion with a smooth border near the top centre.") == "smooth"
+    assert caption_finding("A lesion with an irregular border.") == "irregular"
+    assert caption_finding("A lesion with a smooth border and an irregular border.") is None
+    assert caption_finding("A lesion near the top.") is None

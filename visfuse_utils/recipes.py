@@ -215,3 +215,112 @@ def caption_features(text_encoder: nn.Module, tokenizer, splits: dict[str, Multi
                                images=normalize_images(torch.from_numpy(s.images)),
                                text_features=encode_texts(text_encoder, tokenizer, s.captions, device=device))
     return out
+
+
+# Notebook 07. What stage 1 teaches: the key finding alone, in the words of the captions.
+KEY_CLAUSE = {"none": "No focal lesion is visible.", "smooth": "A lesion with a smooth border.",
+              "irregular": "A lesion with an irregular border."}
+FINDINGS_PROMPT, DIAGNOSIS_PROMPT = "Findings:", "Note: {}\nDiagnosis:"
+REPORT_STEPS = {"smoke": (3, 3, 3), "full": (80, 60, 180)}  # (stage 1, stage 2, diagnosis) steps per profile
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def writer_model(llm_name: str, feature_dim: int, n_tokens: int = 4, rank: int = 16):
+    """The decoder, frozen, with a fresh projector to ``n_tokens`` image tokens and fresh LoRA adapters (rank
+    ``rank``, alpha 2 x rank) on every attention projection: the model notebook 07's two stages train."""
+    from peft import LoraConfig, get_peft_model
+
+    from . import llm
+
+    tokenizer, lm, _ = llm.load_llm(llm_name)
+    lm.requires_grad_(False)
+    model = llm.VisualPrefixLM(lm, tokenizer, feature_dim, n_tokens)
+    model.lm = get_peft_model(lm, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=ATTENTION, lora_dropout=0.0))
+    return model
+
+
+def with_diagnosis_adapter(model, first_layer: int, rank: int = 16):
+    """``model`` with a second LoRA adapter, "diagnosis", on the decoder's layers from ``first_layer`` up; it is
+    the active one and the only part that learns (the projector and the caption adapter stay as they are)."""
+    from peft import LoraConfig
+
+    layers = list(range(first_layer, model.lm.config.num_hidden_layers))
+    model.lm.add_adapter("diagnosis", LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=ATTENTION,
+                                                 lora_dropout=0.0, layers_to_transform=layers))
+    model.lm.set_adapter("diagnosis")
+    for name, p in model.named_parameters():
+        p.requires_grad_(".diagnosis." in name)
+    return model
+
+
+def report_writer(ex: Experts, train_set: MultimodalData, val_set: MultimodalData, *, llm_name: str, seed: int,
+                  steps: tuple[int, int], n_tokens: int = 4, rank: int = 16, batch_size: int = 16,
+                  lr: tuple[float, float] = (1e-3, 5e-4), projector_lr: float = 1e-4, device="cpu",
+                  progress: bool = True):
+    """Notebook 07's report writer: the CNN expert's pooled features -> ``n_tokens`` image tokens -> the decoder.
+
+    Stage 1 trains the projector alone to write the key finding (``KEY_CLAUSE``); stage 2 switches on LoRA adapters
+    (rank ``rank`` on the attention projections) and trains them on whole findings captions, the projector at
+    ``projector_lr``. The decoder's own weights never change.
+    """
+    from . import llm, synthscan
+
+    config = {"recipe": "report_writer/1", "data": data_key(train_set, val_set), "image_expert": ex.image_art.key,
+              "llm": llm_name, "seed": seed, "steps": list(steps), "n_tokens": n_tokens, "rank": rank,
+              "batch_size": batch_size, "lr": list(lr), "projector_lr": projector_lr}
+    feats = {k: llm.image_features(ex.image.encoder, s.images) for k, s in (("train", train_set), ("val", val_set))}
+
+    def build():
+        set_seed(seed)
+        return writer_model(llm_name, feats["train"].shape[1], n_tokens, rank)
+
+    def train(model):
+        def stage(split, key_only):
+            s = train_set if split == "train" else val_set
+            targets = [" " + (KEY_CLAUSE[synthscan.caption_finding(c)] if key_only else c) for c in s.captions]
+            return llm.PromptSet(model.tokenizer, feats[split], [model.image_prompt(FINDINGS_PROMPT)] * len(s),
+                                 targets)
+
+        lora = [p for p in model.lm.parameters() if p.requires_grad]
+        for p in lora:
+            p.requires_grad_(False)
+        kw = {"batch_size": batch_size, "seed": seed, "device": device, "progress": progress}
+        h1 = llm.train_stage(model, stage("train", True), stage("val", True).head(64), steps=steps[0], lr=lr[0],
+                             desc="stage 1", **kw)
+        for p in lora:
+            p.requires_grad_(True)
+        h2 = llm.train_stage(model, stage("train", False), stage("val", False).head(64), steps=steps[1], lr=lr[1],
+                             lrs={"projector": projector_lr}, desc="stage 2", **kw)
+        return {"stage1": h1.to_dict(), "stage2": h2.to_dict()}
+
+    return store.load_or_train("report_writer", config, build, train)
+
+
+def diagnosis_writer(writer, writer_art: store.Artifact, ex: Experts, train_set: MultimodalData,
+                     val_set: MultimodalData, *,
+                     seed: int, steps: int, first_layer: int, rank: int = 16, batch_size: int = 8, lr: float = 1e-3,
+                     device="cpu", progress: bool = True):
+    """Notebook 07's diagnosis line: a second LoRA adapter, on the decoder's layers from ``first_layer`` up, reads
+    the image tokens and the note and writes the class; the projector and the caption adapter stay frozen, so the
+    backward pass stops at ``first_layer`` and a step costs a fraction of stage 2's."""
+    from . import llm
+
+    config = {"recipe": "diagnosis_writer/1", "writer": writer_art.key, "data": data_key(train_set, val_set),
+              "seed": seed, "steps": steps, "first_layer": first_layer, "rank": rank, "batch_size": batch_size,
+              "lr": lr}
+    feats = {k: llm.image_features(ex.image.encoder, s.images) for k, s in (("train", train_set), ("val", val_set))}
+
+    def build():
+        set_seed(seed)
+        return with_diagnosis_adapter(copy.deepcopy(writer), first_layer, rank)
+
+    def train(model):
+        def data(split):
+            s = train_set if split == "train" else val_set
+            prompts = [model.image_prompt(DIAGNOSIS_PROMPT.format(t)) for t in s.texts]
+            return llm.PromptSet(model.tokenizer, feats[split], prompts, [f" {s.class_names[y]}." for y in s.labels])
+
+        return llm.train_stage(model, data("train"), data("val").head(64), steps=steps, batch_size=batch_size,
+                               lr=lr, seed=seed, device=device, desc="diagnosis", progress=progress)
+
+    return store.load_or_train("diagnosis_writer", config, build, train)

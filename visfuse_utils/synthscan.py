@@ -225,6 +225,18 @@ def caption_attributes(caption: str) -> dict:
     return {**found, "ruler": "ruler" if "ruler" in caption else None, "hair": "hair" if "hair" in caption else None}
 
 
+def caption_finding(caption: str) -> str | None:
+    """The key finding a caption states: "none", "smooth" or "irregular" (a lesion's border), None if it says none.
+
+    Notebook 07 reads generated reports with it, so a sentence that names both or neither counts as unreadable.
+    """
+    text = caption.lower()
+    said = {"none": "no focal lesion" in text, "smooth": "smooth border" in text,
+            "irregular": "irregular border" in text}
+    named = [k for k, v in said.items() if v]
+    return named[0] if len(named) == 1 else None
+
+
 def _write_notes(rng: np.random.Generator, text_risk: np.ndarray):
     """Clinical notes with their evidence spans and the text latents."""
     n = len(text_risk)
