@@ -21,7 +21,7 @@ from . import Profile, set_seed, store
 from .data import MAX_LENGTH, MultimodalData, empty_note, make_loader
 from .features import FeatureSet, cache_features, encode_texts
 from .models import FusionClassifier, ImageClassifier, SmallCNN, TextClassifier, TextEncoder, build_fusion_model
-from .train import fit
+from .train import History, fit
 
 FUSION_RECIPES = ("late", "late_learned", "concat", "gated", "concat_ft", "token")
 
@@ -291,7 +291,10 @@ def report_writer(ex: Experts, train_set: MultimodalData, val_set: MultimodalDat
             p.requires_grad_(True)
         h2 = llm.train_stage(model, stage("train", False), stage("val", False).head(64), steps=steps[1], lr=lr[1],
                              lrs={"projector": projector_lr}, desc="stage 2", **kw)
-        return {"stage1": h1.to_dict(), "stage2": h2.to_dict()}
+        both = History(train_loss=h1.train_loss + h2.train_loss, val={"loss": h1.val_loss + h2.val_loss},
+                       best_epoch=1, seconds=h1.seconds + h2.seconds,
+                       samples_per_second=sum(steps) * batch_size / (h1.seconds + h2.seconds))
+        return {"history": both.to_dict(), "stage1": h1.to_dict(), "stage2": h2.to_dict()}  # the two stages as epochs
 
     return store.load_or_train("report_writer", config, build, train)
 
