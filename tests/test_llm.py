@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from visfuse_utils import llm
+from visfuse_utils import llm, pretrained
 
 
 @pytest.fixture()
@@ -145,14 +145,14 @@ def test_a_prompt_set_gives_the_asked_number_of_steps_and_reports_are_written(ti
 
 def test_a_bad_llm_name_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
     with pytest.raises(llm.LLMError, match="no config.json"):
         llm.resolve_llm(str(tmp_path))
     with pytest.raises(llm.LLMError, match="only .* has an offline copy"):
         llm.resolve_llm("someone/unknown-model")
     with pytest.raises(llm.LLMError, match="LLM must be"):
         llm.resolve_llm("")
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
 
 
 def test_a_corrupt_offline_file_is_refused():
@@ -165,9 +165,9 @@ def test_a_corrupt_offline_file_is_refused():
 @pytest.mark.slow
 def test_the_offline_default_model_loads_and_writes(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
     tokenizer, model, how = llm.load_llm()
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
     assert how == "offline package"
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
@@ -180,9 +180,9 @@ def test_what_notebook_07_trains_is_at_most_3_percent_of_the_decoder(monkeypatch
     from visfuse_utils import recipes
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
     model = recipes.writer_model(llm.DEFAULT_LLM, feature_dim=128)
-    llm.hub_reachable.cache_clear()
+    pretrained.hub_reachable.cache_clear()
     decoder = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and "projector" not in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # LoRA adapters and the projector
     assert 0 < trainable / decoder <= 0.03

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import build_dir
-from .pretrained import _in_hub_cache, file_sha256, hub_reachable
+from .pretrained import file_sha256, resolve
 
 DEFAULT_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 OFFLINE_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,24 +46,8 @@ def offline_gguf(expected_sha256: str = OFFLINE_GGUF_SHA256) -> Path:
 
 
 def resolve_llm(name: str = DEFAULT_LLM) -> tuple[str, str]:
-    """Where ``name`` loads from: ``(path_or_id, how)``, how being local folder, hub cache, hub or offline package."""
-    if not name or not isinstance(name, str):
-        raise LLMError(f"LLM must be a hub id or a folder path, got {name!r}.")
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise LLMError(f"LLM folder {folder} has no config.json; point it at a saved causal language model "
-                           "(the output of save_pretrained).")
-        return str(folder), "local folder"
-    if _in_hub_cache(name):
-        return name, "hub cache"
-    if hub_reachable():
-        return name, "hub"
-    if name == DEFAULT_LLM:
-        return str(offline_gguf()), "offline package"
-    raise LLMError(f"Cannot load LLM={name!r}: it is not a local folder, the hub is not reachable, and only "
-                   f"{DEFAULT_LLM} has an offline copy. Use the default, or download the model on a connected "
-                   "machine and set LLM to its folder.")
+    """Where ``name`` loads from: ``(path_or_id, how)``, in the text model's order (``pretrained.resolve``)."""
+    return resolve(name, parameter="LLM", default=DEFAULT_LLM, offline=offline_gguf, error=LLMError)
 
 
 def _float32_copy(gguf: Path) -> Path:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -82,30 +83,36 @@ def _in_hub_cache(name: str) -> bool:
         return False
 
 
-def resolve_text_model(name: str = DEFAULT_TEXT_MODEL) -> tuple[str, str]:
-    """Where ``name`` will be loaded from: ``(path_or_id, how)``.
+def resolve(name: str, *, parameter: str, default: str, offline: Callable[[], Path],
+            error: type[Exception]) -> tuple[str, str]:
+    """Where a model ``name`` loads from, in the course's order: ``(path_or_id, how)``.
 
-    ``how`` is ``"local folder"``, ``"hub cache"``, ``"hub"`` or ``"offline package"``.
+    ``how`` is ``"local folder"``, ``"hub cache"``, ``"hub"`` or, for ``default`` only, ``"offline package"``
+    (``offline()`` finds and verifies it). Bad names raise ``error`` naming ``parameter`` and what to set.
     """
     if not name or not isinstance(name, str):
-        raise TextModelError(f"TEXT_MODEL must be a hub id or a folder path, got {name!r}.")
+        raise error(f"{parameter} must be a hub id or a folder path, got {name!r}.")
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise TextModelError(f"TEXT_MODEL folder {folder} has no config.json; point it at a saved "
-                                 "transformers model (save_pretrained output).")
+            raise error(f"{parameter} folder {folder} has no config.json; point it at a saved transformers model "
+                        "(the output of save_pretrained).")
         return str(folder), "local folder"
     if _in_hub_cache(name):
         return name, "hub cache"
     if hub_reachable():
         return name, "hub"
-    if name == DEFAULT_TEXT_MODEL:
-        return str(offline_model_path()), "offline package"
-    raise TextModelError(
-        f"Cannot load TEXT_MODEL={name!r}: it is not a local folder, the Hugging Face hub is not "
-        f"reachable, and only the default model ({DEFAULT_TEXT_MODEL}) has an offline copy. Use the "
-        "default, download the model on a connected machine and set TEXT_MODEL to its folder, or go online."
-    )
+    if name == default:
+        return str(offline()), "offline package"
+    raise error(f"Cannot load {parameter}={name!r}: it is not a local folder, the Hugging Face hub is not reachable, "
+                f"and only the default model ({default}) has an offline copy. Use the default, download the model "
+                f"on a connected machine and set {parameter} to its folder, or go online.")
+
+
+def resolve_text_model(name: str = DEFAULT_TEXT_MODEL) -> tuple[str, str]:
+    """Where ``name`` will be loaded from: ``(path_or_id, how)`` (see ``resolve``)."""
+    return resolve(name, parameter="TEXT_MODEL", default=DEFAULT_TEXT_MODEL, offline=offline_model_path,
+                   error=TextModelError)
 
 
 def imagenet_resnet18_weights(timeout: float = 3.0):
