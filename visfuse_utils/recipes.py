@@ -221,7 +221,7 @@ def caption_features(text_encoder: nn.Module, tokenizer, splits: dict[str, Multi
 KEY_CLAUSE = {"none": "No focal lesion is visible.", "smooth": "A lesion with a smooth border.",
               "irregular": "A lesion with an irregular border."}
 FINDINGS_PROMPT, DIAGNOSIS_PROMPT = "Findings:", "Note: {}\nDiagnosis:"
-REPORT_STEPS = {"smoke": (3, 3, 3), "full": (80, 60, 180)}  # (stage 1, stage 2, diagnosis) steps per profile
+REPORT_STEPS = {"smoke": (3, 3, 3), "full": (80, 60, 130), "large": (400, 300, 650)}  # (stage 1, stage 2, diagnosis)
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
