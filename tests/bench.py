@@ -17,6 +17,8 @@ import torch
 import visfuse_utils as vf
 from visfuse_utils import data, interpret, models, pretrained, store, synthscan, train
 
+from bench_scale import bench_scale
+
 
 def timed(fn, repeat: int = 1) -> float:
     best = float("inf")
@@ -174,7 +176,7 @@ def bench_llm(steps: int, n_reports: int, device) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, only to check the script runs")
-    ap.add_argument("--only", choices=["llm"], help="run only this benchmark")
+    ap.add_argument("--only", choices=["llm", "scale"], help="run only this benchmark")
     args = ap.parse_args()
     device = vf.get_device()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device}, "
@@ -182,11 +184,15 @@ def main() -> None:
     if args.only == "llm":
         bench_llm(2 if args.quick else 10, 8 if args.quick else 100, device)
         return
+    if args.only == "scale":
+        bench_scale(args.quick)
+        return
     bench_generation(200 if args.quick else 10_000)
     bench_training(64 if args.quick else 512, device)
     bench_attribution(2 if args.quick else 16, 4 if args.quick else 50, device)
     bench_store(60 if args.quick else 512, 1)
     bench_llm(2 if args.quick else 10, 8 if args.quick else 100, device)
+    bench_scale(args.quick)
 
 
 if __name__ == "__main__":

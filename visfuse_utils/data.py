@@ -101,21 +101,28 @@ def load_data(data: str, n: int, seed: int = 0, image_size: int = 64) -> Multimo
 
 
 # ----------------------------------------------------------------------------- splits
-def split(data: MultimodalData, val: float = 0.15, test: float = 0.15, seed: int = 0):
-    """Stratified (train, val, test) split of ``data``."""
+def split_indices(labels: np.ndarray, class_names: list[str], source: str, val: float = 0.15, test: float = 0.15,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted (train, val, test) positions of a stratified split of ``labels``: one rule for every kind of data."""
     from sklearn.model_selection import train_test_split
 
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise ValueError(f"val={val} and test={test} must be fractions in (0, 1) with val + test < 1")
-    idx = np.arange(len(data))
-    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    idx = np.arange(len(labels))
+    counts = np.bincount(labels, minlength=len(class_names))
     if counts[counts > 0].min() < 3:
-        raise DataError(f"{data.source}: every class needs at least 3 samples to be split three ways; "
-                        f"class counts are {dict(zip(data.class_names, counts.tolist()))}.")
-    n_test, n_val = round(test * len(data)), round(val * len(data))
-    rest, test_idx = train_test_split(idx, test_size=n_test, stratify=data.labels, random_state=seed)
-    train_idx, val_idx = train_test_split(rest, test_size=n_val, stratify=data.labels[rest], random_state=seed)
-    return data.subset(np.sort(train_idx)), data.subset(np.sort(val_idx)), data.subset(np.sort(test_idx))
+        raise DataError(f"{source}: every class needs at least 3 samples to be split three ways; "
+                        f"class counts are {dict(zip(class_names, counts.tolist()))}.")
+    n_test, n_val = round(test * len(labels)), round(val * len(labels))
+    rest, test_idx = train_test_split(idx, test_size=n_test, stratify=labels, random_state=seed)
+    train_idx, val_idx = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+
+
+def split(data: MultimodalData, val: float = 0.15, test: float = 0.15, seed: int = 0):
+    """Stratified (train, val, test) split of ``data``."""
+    parts = split_indices(data.labels, data.class_names, data.source, val, test, seed)
+    return tuple(data.subset(p) for p in parts)
 
 
 # ------------------------------------------------------------------------ torch Dataset
@@ -176,25 +183,27 @@ class LengthGroupedBatches:
     SynthScan); sorting each random window of ``group`` batches by length before cutting it
     into batches cuts that to about 7 %, so fewer padded tokens go through BERT. Batches then
     share a note length, which correlates with the label on SynthScan: image-only models
-    train on loaders without a tokenizer, whose batches stay plainly random.
+    train on loaders without a tokenizer, whose batches stay plainly random. The batch size is
+    ``size``, not ``batch_size``: Accelerate's sharding reads a ``batch_size`` as "every batch but
+    the last is full" and drops the pair of batches where a short one falls mid-epoch.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, generator, group: int = 8):
-        self.lengths, self.batch_size, self.generator, self.group = list(lengths), batch_size, generator, group
+        self.lengths, self.size, self.generator, self.group = list(lengths), batch_size, generator, group
 
     def __len__(self) -> int:
-        n, window = len(self.lengths), self.batch_size * self.group
-        return sum(-(-min(window, n - s) // self.batch_size) for s in range(0, n, window))
+        n, window = len(self.lengths), self.size * self.group
+        return sum(-(-min(window, n - s) // self.size) for s in range(0, n, window))
 
     def __iter__(self):
         import torch
 
         order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        window = self.batch_size * self.group
+        window = self.size * self.group
         batches = []
         for s in range(0, len(order), window):
             chunk = sorted(order[s:s + window], key=self.lengths.__getitem__)
-            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+            batches += [chunk[k:k + self.size] for k in range(0, len(chunk), self.size)]
         for j in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[j]
 

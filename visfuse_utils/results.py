@@ -33,7 +33,8 @@ class Claims:
 
     ``claim(condition, sentence)`` shows the sentence (as Markdown, marked held or not) and records it
     for the results file. In the ``full`` profile, whose numbers the text discusses, a claim that does
-    not hold stops the run with ``ClaimError``; in ``smoke`` (tiny data, one epoch) it is only reported.
+    not hold stops the run with ``ClaimError``; in ``smoke`` (tiny data, one epoch) and ``large`` (a GPU run
+    the text was not written from) it is only reported.
     """
 
     def __init__(self, profile: str):
@@ -43,7 +44,7 @@ class Claims:
     def __call__(self, condition, sentence: str) -> None:
         held = bool(condition)
         self.records.append({"text": sentence, "held": held})
-        mark = "✔" if held else ("✘ **does not hold**" if self.strict else "✘ *does not hold on this smoke run*")
+        mark = "✔" if held else ("✘ **does not hold**" if self.strict else "✘ *does not hold on this run's profile*")
         _show_markdown(f"{mark} {sentence}")
         if not held and self.strict:
             raise ClaimError(f"This sentence of the lesson does not hold for this run: {sentence!r}. Re-read the "
@@ -70,8 +71,8 @@ def results_dir() -> Path:
 
 
 def save_results(notebook: str, models: dict[str, dict], *, meta: dict, tables: dict[str, dict] | None = None,
-                 claims: list[dict] | None = None) -> Path:
-    """Write one notebook's results (see the module docstring) and return the file's path.
+                 claims: list[dict] | None = None, folder: str | Path | None = None) -> Path:
+    """Write one notebook's results (see the module docstring) to ``folder`` (default ``results_dir()``).
 
     ``models`` and each table map a row name to ``{column: number}``; ``meta`` must name the
     profile, data, seed and device of the run.
@@ -85,7 +86,7 @@ def save_results(notebook: str, models: dict[str, dict], *, meta: dict, tables: 
             raise ValueError(f"{title}: each row must map column names to values; rows {bad} do not")
     record = {"schema": SCHEMA, "notebook": notebook, "models": models, "tables": tables or {},
               "claims": claims or [], "meta": meta}
-    folder = results_dir()
+    folder = Path(folder) if folder is not None else results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{notebook}.json"
     tmp = path.with_suffix(".tmp")

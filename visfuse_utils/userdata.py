@@ -6,6 +6,7 @@ is skipped or replaced silently (README, "Your own data").
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,46 +14,70 @@ import numpy as np
 from .data import DataError, MultimodalData
 
 
-def _load_image(path: Path, image_size: int, channels: int, where: str) -> np.ndarray:
-    """Open, convert and resize one image under the stated policy (see ``load_csv``)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def convert_image(im, image_size: int, channels: int) -> np.ndarray:
+    """A PIL image under the course's policy (see ``load_csv``) as uint8 C x H x W."""
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+        backdrop = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(backdrop, im)
+    im = im.convert("L" if channels == 1 else "RGB")
+    im = ImageOps.fit(im, (image_size, image_size), method=Image.Resampling.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def load_image(path: Path, image_size: int, channels: int, where: str) -> np.ndarray:
+    """Open one image file and convert it (``convert_image``); a ``DataError`` naming ``where`` if it cannot."""
+    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise DataError(f"{where}: image file {path} does not exist; fix the path or add the file.")
     try:
         with Image.open(path) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                backdrop = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(backdrop, im)
-            im = im.convert("L" if channels == 1 else "RGB")
-            im = ImageOps.fit(im, (image_size, image_size), method=Image.Resampling.BILINEAR)
+            return convert_image(im, image_size, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{where}: image file {path} cannot be read as an image ({err}); "
                         "replace it with a valid PNG/JPEG or remove the row.") from None
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def load_csv(path: str | Path, image_root: str | Path | None = None, image_col: str = "image",
-             text_col: str = "text", label_col: str = "label", image_size: int = 64,
-             channels: int = 1) -> MultimodalData:
-    """Read a table of (image file, text, label) rows into ``MultimodalData``.
+def class_order(name: str):
+    """Sort key for class names: integers in numeric order first, then names alphabetically."""
+    number = name.lstrip("-").isdigit()
+    return (not number, int(name) if number else 0, name)
 
-    Image policy: EXIF orientation applied, transparency flattened onto white, converted
-    to grayscale (``channels=1``) or RGB (``channels=3``), scaled so the shorter side is
-    ``image_size`` and centre-cropped to a square. Image paths are relative to
-    ``image_root`` (default: the CSV's folder) and may not leave it. Labels may be
-    strings or integers; class names are their sorted distinct values. Any bad row
-    raises ``DataError`` naming the file, row and column: nothing is skipped silently.
-    """
+
+def class_index(raw_labels: list[str], source: str, label_col: str) -> tuple[np.ndarray, list[str]]:
+    """Labels as integers and the class names they index; a ``DataError`` when fewer than two classes."""
+    class_names = sorted(set(raw_labels), key=class_order)
+    if len(class_names) < 2:
+        raise DataError(f"{source}: column {label_col!r} holds only one class ({class_names[0]!r}); "
+                        "a classifier needs at least two.")
+    index = {c: k for k, c in enumerate(class_names)}
+    return np.array([index[c] for c in raw_labels], np.int64), class_names
+
+
+@dataclass
+class Table:
+    """A checked CSV before any image is decoded: the image files, texts, labels and where each row is."""
+
+    paths: list[Path]
+    texts: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    wheres: list[str]  # "file, row r (line l), column 'image'" for each row's image error
+    source: str
+
+
+def read_table(path: str | Path, image_root: str | Path | None = None, image_col: str = "image",
+               text_col: str = "text", label_col: str = "label") -> Table:
+    """Read and check a CSV of (image file, text, label) rows without opening an image (see ``load_csv``)."""
     import pandas as pd
 
     path = Path(path)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist; check the DATA parameter (a CSV path or 'synthscan').")
     try:
@@ -69,37 +94,48 @@ def load_csv(path: str | Path, image_root: str | Path | None = None, image_col: 
         raise DataError(f"{path} has a header but no rows; add at least one row per class.")
     root = Path(image_root) if image_root is not None else path.parent
     root_resolved = root.resolve()
-    images, texts, raw_labels = [], [], []
-    for i, row in enumerate(table.itertuples(index=False)):
-        row = row._asdict() if hasattr(row, "_asdict") else dict(zip(table.columns, row))
+    paths, texts, raw_labels, wheres = [], [], [], []
+    for i, (rel, text, label) in enumerate(zip(table[image_col], table[text_col], table[label_col])):
         where = f"{path}, row {i + 1} (line {i + 2})"
-        rel = str(row[image_col]).strip()
+        rel = str(rel).strip()
         if not rel:
             raise DataError(f"{where}, column {image_col!r}: no image file given; fill it in or remove the row.")
         img_path = (root / rel).resolve()
         if not img_path.is_relative_to(root_resolved):
             raise DataError(f"{where}, column {image_col!r}: {rel!r} points outside the image root "
                             f"{root}; keep images under that folder or pass image_root.")
-        images.append(_load_image(img_path, image_size, channels, f"{where}, column {image_col!r}"))
-        text = row[text_col]
+        if not img_path.is_file():
+            raise DataError(f"{where}, column {image_col!r}: image file {img_path} does not exist; "
+                            "fix the path or add the file.")
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{where}, column {text_col!r}: the text is empty; write the note or remove the row.")
-        texts.append(text.strip())
-        label = str(row[label_col]).strip()
+        label = str(label).strip()
         if not label:
             raise DataError(f"{where}, column {label_col!r}: the label is missing; fill it in or remove the row.")
+        paths.append(img_path)
+        texts.append(text.strip())
         raw_labels.append(label)
-    def order(name: str):  # integers in numeric order first, then names alphabetically
-        number = name.lstrip("-").isdigit()
-        return (not number, int(name) if number else 0, name)
+        wheres.append(f"{where}, column {image_col!r}")
+    labels, class_names = class_index(raw_labels, str(path), label_col)
+    return Table(paths, texts, labels, class_names, wheres, str(path))
 
-    class_names = sorted(set(raw_labels), key=order)
-    if len(class_names) < 2:
-        raise DataError(f"{path}: column {label_col!r} holds only one class ({class_names[0]!r}); "
-                        "a classifier needs at least two.")
-    index = {c: k for k, c in enumerate(class_names)}
-    return MultimodalData(images=np.stack(images), texts=texts,
-                          labels=np.array([index[c] for c in raw_labels], np.int64),
-                          class_names=class_names, source=str(path),
-                          meta={"image_size": image_size, "channels": channels})
 
+def load_csv(path: str | Path, image_root: str | Path | None = None, image_col: str = "image",
+             text_col: str = "text", label_col: str = "label", image_size: int = 64,
+             channels: int = 1) -> MultimodalData:
+    """Read a table of (image file, text, label) rows into ``MultimodalData``, every image in memory.
+
+    Image policy: EXIF orientation applied, transparency flattened onto white, converted
+    to grayscale (``channels=1``) or RGB (``channels=3``), scaled so the shorter side is
+    ``image_size`` and centre-cropped to a square. Image paths are relative to
+    ``image_root`` (default: the CSV's folder) and may not leave it. Labels may be
+    strings or integers; class names are their sorted distinct values. Any bad row
+    raises ``DataError`` naming the file, row and column: nothing is skipped silently.
+    Data larger than memory: ``lazydata.read_csv`` reads the same rows image by image.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    t = read_table(path, image_root, image_col, text_col, label_col)
+    images = np.stack([load_image(p, image_size, channels, w) for p, w in zip(t.paths, t.wheres)])
+    return MultimodalData(images=images, texts=t.texts, labels=t.labels, class_names=t.class_names,
+                          source=t.source, meta={"image_size": image_size, "channels": channels})
