@@ -78,6 +78,9 @@ def test_command_resumes_where_it_stopped(tmp_path):
     ha, hb = (json.loads((tmp_path / k / "results" / "train_concat.json").read_text())["meta"]["history"]
               for k in ("straight", "split"))
     assert ha["train_loss"] == hb["train_loss"] and len(hb["train_loss"]) == 2
+    model, names = train_cli.load_model(tmp_path / "split")  # rebuilt from config.json, weights from model.pt
+    assert names == ["normal", "benign", "malignant"]
+    assert all(torch.equal(v, b[k]) for k, v in model.state_dict().items())
 
 
 def test_command_help_and_bad_arguments():

@@ -3,8 +3,8 @@
 The same three launch forms run the same code (``train.fit`` under an ``accelerate.Accelerator``)::
 
     python -m visfuse_utils.train_cli --data synthscan --fusion concat
-    accelerate launch --num_processes 4 -m visfuse_utils.train_cli --data my.csv --fusion concat
-    torchrun --nproc_per_node 4 -m visfuse_utils.train_cli --data hf:./my_saved_dataset --fusion token
+    accelerate launch --multi_gpu --num_processes 4 -m visfuse_utils.train_cli --data my.csv --fusion concat
+    torchrun --standalone --nproc_per_node 4 -m visfuse_utils.train_cli --data hf:./my_saved_dataset --fusion token
 
 Each process reads its shard of every batch (data parallel, DDP); ``--batch-size`` is per process, so the
 global batch is ``batch size x processes x accumulate``. A CSV or a ``datasets`` dataset is read lazily
@@ -20,11 +20,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import PROFILES, get_profile, set_seed
 from .data import DataError
 from .models import FUSIONS
+from .pretrained import TextModelError
 
 MODELS = ("image", "text") + FUSIONS  # the unimodal baselines of notebooks 02-03 and notebook 04's fusions
 DEFAULT_TEXT_MODELS = {"large": "google-bert/bert-base-uncased"}  # else the course's MiniLM
@@ -54,9 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--text-col", default="text", help="text column")
     d.add_argument("--label-col", default="label", help="label column (strings, integers or a ClassLabel)")
     d.add_argument("--hf-split", default="train", help="which split of a datasets dataset to read")
-    d.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1: grayscale, 3: RGB")
+    d.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                   help="1: grayscale (as load_csv), 3: RGB; colour photographs need 3")
     d.add_argument("--n-samples", type=int, help="SynthScan size (default: the profile's)")
-    d.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's)")
+    d.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's: 32 smoke, "
+                                                  "64 full, 128 large)")
     d.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading images")
     m = p.add_argument_group("model")
     m.add_argument("--fusion", choices=MODELS, default="concat", help="model: a unimodal baseline or a fusion")
@@ -72,11 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--text-lr", type=float, default=5e-5, help="learning rate of the pretrained text model")
     t.add_argument("--patience", type=int, default=3, help="epochs without a better validation loss before stopping")
     t.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
-                   help="default: what `accelerate launch` was told, else none")
+                   help="default: what `accelerate launch` was told, else bf16 (or fp16) on CUDA, else none")
     t.add_argument("--cpu", action="store_true", help="stay on the CPU even where a GPU is present")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the data order")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=None, help="run folder (default: build/train/<fusion>)")
+    o.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: build/train/<fusion> under the current folder)")
     o.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     o.add_argument("--max-minutes", type=float, help="stop after the epoch that ends past this many minutes (a "
                                                      "job's wall time); run again with --resume to continue")
@@ -130,6 +135,35 @@ def build_model(kind: str, n_classes: int, channels: int, encoder, tokenizer, fr
     return model, prefix
 
 
+def mixed_precision(flag: str | None, cpu: bool) -> str:
+    """``--mixed-precision``, else what ``accelerate launch`` set, else bf16 (fp16 without it) on CUDA, as
+    ``train.fit`` does on its own; "no" elsewhere."""
+    import torch
+
+    if flag or os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return flag or os.environ["ACCELERATE_MIXED_PRECISION"]
+    if cpu or not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def load_model(out: str | Path, device="cpu"):
+    """``(model, class_names)`` of a finished run folder: the model rebuilt from its ``config.json``, the best
+    weights from ``model.pt`` (``weights_only=True``). Its ``forward`` takes a batch of ``data.collate``."""
+    from . import pretrained, train
+
+    out = Path(out)
+    config = json.loads((out / "config.json").read_text())
+    results = json.loads((out / "results" / f"train_{config['fusion']}.json").read_text())
+    meta = results["meta"]
+    tokenizer, encoder = None, None
+    if config["fusion"] != "image":
+        tokenizer, encoder, _ = pretrained.load_text_model(meta["text_model"])
+    channels = 1 if config["data"].lower() == "synthscan" else config["channels"]
+    model, _ = build_model(config["fusion"], len(meta["class_names"]), channels, encoder, tokenizer, False)
+    return train.load_checkpoint(model, out / "model.pt", device).eval(), meta["class_names"]
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     """Train, evaluate on the test split and write the results; returns the results file (main process)."""
     import torch
@@ -144,9 +178,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     profile = get_profile(args.profile)
     out = args.out or Path("build") / "train" / args.fusion
     checkpoint = out / "checkpoint.pt"
+    started = time.perf_counter()
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun or accelerate launch
     cpu = args.cpu or (several and not torch.cuda.is_available())  # CPU processes talk over gloo
-    acc = Accelerator(cpu=cpu, mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.accumulate,
+    acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision(args.mixed_precision, cpu),
+                      gradient_accumulation_steps=args.accumulate,
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("resume", "no_progress", "epochs", "workers", "out", "max_minutes")}
@@ -181,7 +217,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     hist = train.fit(model, *loaders, epochs=args.epochs or profile.finetune_epochs, lr=args.lr,
                      lrs={prefix: args.text_lr} if prefix else None, patience=args.patience, accelerator=acc,
                      checkpoint=checkpoint, desc=args.fusion, progress=not args.no_progress,
-                     time_limit=None if args.max_minutes is None else 60 * args.max_minutes)
+                     time_limit=None if args.max_minutes is None else
+                     60 * args.max_minutes - (time.perf_counter() - started))  # counted from the command's start
     if hist.stopped == "time limit":
         acc.print(f"stopped after epoch {len(hist.train_loss)} for --max-minutes {args.max_minutes}; the same "
                   "command with --resume continues from the checkpoint")
@@ -196,6 +233,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     metrics.update(train_seconds=hist.seconds, samples_per_second=hist.samples_per_second * acc.num_processes,
                    epochs_run=len(hist.train_loss), best_epoch=hist.best_epoch + 1)
     meta = {"profile": profile.name, "data": args.data, "seed": args.seed, "device": str(acc.device),
+            "class_names": list(train_set.class_names),
             "processes": acc.num_processes, "samples_per_process": seen, "global_batch":
             args.batch_size * acc.num_processes * args.accumulate, "mixed_precision": str(acc.mixed_precision),
             "text_model": text_model if prefix else None, "n_train": len(train_set), "n_test": len(test_set),
@@ -208,5 +246,5 @@ def main(argv: list[str] | None = None) -> Path | None:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as err:
+    except (DataError, TextModelError) as err:
         raise SystemExit(f"data error: {err}") from None
