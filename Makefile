@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.visfuse-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 SOLUTIONS := $(sort $(wildcard notebooks/solutions/*.ipynb))
 
-.PHONY: setup run solutions test lint lab bench publish twins slides times clean
+.PHONY: setup run solutions test lint lab bench byo-check publish twins slides times clean
 
 # Idempotent: re-installs only when pyproject.toml changed or the venv is incomplete.
 $(STAMP): pyproject.toml
@@ -50,6 +50,11 @@ lab: setup
 
 bench: setup
 	$(BIN)/python tests/bench.py
+
+# Notebooks 02-06 on user datasets of every shape (build/byo/): 2, 3 and 10 classes, grey and RGB, 9:1 imbalance,
+# 40 and 2,000 rows, one-word and over-long notes, class names with spaces and accents. SHAPES=a,b to choose.
+byo-check: setup
+	$(BIN)/python tests/byo_check.py $(if $(SHAPES),--shapes $(SHAPES))
 
 # The student versions of notebooks 01-06 (write-it-yourself cells emptied), regenerated from the notebooks.
 twins: setup

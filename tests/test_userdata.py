@@ -64,3 +64,19 @@ def test_load_csv_corrupt_image_and_encoding(images):
 def test_load_data_dispatches(images):
     path = _write_csv(images, ["a.png,x,cat", "b.jpg,y,dog"])
     assert D.load_data(str(path), n=0, image_size=16).images.shape == (2, 1, 16, 16)
+
+
+def test_data_that_cannot_work_names_the_file_and_the_fix(images):
+    """Too few samples for the split, and a scan side the CNN cannot take: DataErrors, not library tracebacks."""
+    rows = [f"{f},note {i},{c}" for i, (f, c) in enumerate(zip(["a.png", "b.jpg", "c.png"] * 3,
+                                                             ["cat", "dog", "emu"] * 3))]
+    path = _write_csv(images, rows)
+    few = U.load_csv(path, image_size=16)
+    with pytest.raises(D.DataError, match=r"9 samples are too few for a stratified split with 3 classes.*Add "
+                                          r"samples \(at least 20\)") as err:
+        D.split(few)
+    assert str(path) in str(err.value)
+    with pytest.raises(D.DataError, match=r"image_size=4: .*at least 8"):
+        U.load_csv(path, image_size=4)
+    with pytest.raises(D.DataError, match=r"IMAGE_SIZE=4"):
+        D.load_data(str(path), n=0, image_size=4)

@@ -18,6 +18,7 @@ import numpy as np
 MAX_LENGTH = 96  # word pieces a text model reads per note, [CLS] and [SEP] included
 PIXEL_MEAN, PIXEL_SCALE = 0.5, 0.25  # scans enter models as (pixel / 255 - PIXEL_MEAN) / PIXEL_SCALE
 BLANK_PIXEL = (0.0 - PIXEL_MEAN) / PIXEL_SCALE  # a black pixel after normalisation: the "missing scan"
+MIN_IMAGE_SIZE = 8  # the CNN halves the scan three times (models.SmallCNN): 8 px leave it one pixel
 
 
 class DataError(ValueError):
@@ -89,8 +90,16 @@ def empty_note(tokenizer) -> list[int]:
     return [tokenizer.cls_token_id, tokenizer.sep_token_id]
 
 
+def check_image_size(image_size: int, where: str = "IMAGE_SIZE") -> None:
+    """A ``DataError`` when scans of ``image_size`` pixels are too small for the course's CNN."""
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise DataError(f"{where}={image_size!r}: images are resized to this side, and the CNN halves it three "
+                        f"times; set it to at least {MIN_IMAGE_SIZE} (the profiles use 32 to 128).")
+
+
 def load_data(data: str, n: int, seed: int = 0, image_size: int = 64) -> MultimodalData:
     """What a notebook's ``DATA`` parameter names: ``"synthscan"`` or a CSV path (``userdata.load_csv``)."""
+    check_image_size(image_size)
     if data.lower() == "synthscan":
         from .synthscan import synthscan_cached
 
@@ -114,6 +123,12 @@ def split_indices(labels: np.ndarray, class_names: list[str], source: str, val: 
         raise DataError(f"{source}: every class needs at least 3 samples to be split three ways; "
                         f"class counts are {dict(zip(class_names, counts.tolist()))}.")
     n_test, n_val = round(test * len(labels)), round(val * len(labels))
+    n_classes = int((counts > 0).sum())
+    if min(n_test, n_val) < n_classes:
+        need = int(np.ceil(n_classes / min(val, test)))
+        raise DataError(f"{source}: {len(labels)} samples are too few for a stratified split with {n_classes} "
+                        f"classes: the validation and test shares ({val:.0%}, {test:.0%}) give {n_val} and {n_test} "
+                        f"samples, fewer than one per class. Add samples (at least {need}) or merge classes.")
     rest, test_idx = train_test_split(idx, test_size=n_test, stratify=labels, random_state=seed)
     train_idx, val_idx = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import MAX_LENGTH, DataError, collate, normalize_images, split_indices
+from .data import MAX_LENGTH, DataError, check_image_size, collate, normalize_images, split_indices
 from .userdata import class_index, convert_image, load_image, read_table
 
 
@@ -65,6 +65,7 @@ def read_csv(path: str | Path, image_root: str | Path | None = None, image_col: 
     """``userdata.load_csv``'s rows and checks (every file must exist), with no image opened yet."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    check_image_size(image_size, "image_size")
     t = read_table(path, image_root, image_col, text_col, label_col)
     return LazyData(t.texts, t.labels, t.class_names, t.source, image_size, channels,
                     rows=np.arange(len(t.texts)), paths=t.paths, wheres=t.wheres)
@@ -96,6 +97,7 @@ def from_hf(ds, image_col: str = "image", text_col: str = "text", label_col: str
     Labels of a ``ClassLabel`` column keep its names; other labels are sorted as ``load_csv`` sorts them.
     """
     source = source or getattr(ds, "info", None) and ds.info.dataset_name or "datasets.Dataset"
+    check_image_size(image_size, "image_size")
     missing = [c for c in (image_col, text_col, label_col) if c not in ds.column_names]
     if missing:
         raise DataError(f"{source} has no column {', '.join(map(repr, missing))}; found {ds.column_names}. "

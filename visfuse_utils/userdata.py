@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, MultimodalData
+from .data import DataError, MultimodalData, check_image_size
 
 
 def convert_image(im, image_size: int, channels: int) -> np.ndarray:
@@ -135,6 +135,7 @@ def load_csv(path: str | Path, image_root: str | Path | None = None, image_col: 
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    check_image_size(image_size, "image_size")
     t = read_table(path, image_root, image_col, text_col, label_col)
     images = np.stack([load_image(p, image_size, channels, w) for p, w in zip(t.paths, t.wheres)])
     return MultimodalData(images=images, texts=t.texts, labels=t.labels, class_names=t.class_names,
