@@ -98,3 +98,17 @@ def test_caption_finding_reads_the_key_finding_and_refuses_contradictions():
     assert caption_finding("A lesion with an irregular border.") == "irregular"
     assert caption_finding("A lesion with a smooth border and an irregular border.") is None
     assert caption_finding("A lesion near the top.") is None
+
+
+def test_cache_written_by_two_processes_at_once(tmp_path):
+    """The processes of a distributed run each generate a missing cache file; neither may fail on the other's."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from visfuse_utils.synthscan import synthscan_cached; "
+            "print(synthscan_cached(3000, seed=5, image_size=32, cache_dir=sys.argv[1]).fingerprint())")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [r.communicate(timeout=300)[0].strip() for r in runs]
+    assert [r.returncode for r in runs] == [0, 0] and outs[0] == outs[1]
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]  # one file, no leftovers

@@ -361,10 +361,10 @@ def synthscan_cached(n: int, seed: int = 0, image_size: int = 64, label_noise: f
         try:
             return _load_npz(path)
         except Exception:  # a truncated or foreign file: regenerate rather than fail
-            path.unlink()
+            path.unlink(missing_ok=True)
     data = make_synthscan(n, seed=seed, image_size=image_size, label_noise=label_noise)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: training processes may write it at once
     _save_npz(data, tmp)
     os.replace(tmp, path)
     return data
