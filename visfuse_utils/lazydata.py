@@ -3,8 +3,8 @@
 ``data.MultimodalData`` holds every scan in one array, which is right for a course notebook and wrong for
 tens of thousands of photographs. ``LazyData`` keeps only the texts, labels and where each image lives (a
 file of a checked CSV, or a row of a Hugging Face ``datasets`` dataset); ``LazyDataset`` opens, converts
-(``userdata.convert_image``: the same policy as ``load_csv``) and tokenizes one sample when a worker asks
-for it, so memory stays flat as the data grows. Errors are ``DataError`` s naming the file or row.
+(``userdata.convert_image``: the same policy as ``load_csv``) one image when a worker asks for it, so
+memory stays flat as the data grows. Errors are ``DataError`` s naming the file or row.
 """
 from __future__ import annotations
 
@@ -126,11 +126,14 @@ def split(data: LazyData, val: float = 0.15, test: float = 0.15, seed: int = 0):
 
 
 class LazyDataset:
-    """Torch dataset over ``LazyData``: items as ``data.MultimodalDataset`` makes them, built when asked for."""
+    """Torch dataset over ``LazyData``: items as ``data.MultimodalDataset`` makes them. The notes are tokenized
+    once, here, in one batch call (they are in memory anyway); each image is read when its item is asked for."""
 
     def __init__(self, data: LazyData, tokenizer=None, max_length: int = MAX_LENGTH):
-        self.data, self.tokenizer, self.max_length = data, tokenizer, max_length
+        self.data = data
         self.pad_id = (tokenizer.pad_token_id or 0) if tokenizer is not None else 0
+        self.tokens = None if tokenizer is None else \
+            tokenizer(list(data.texts), truncation=True, max_length=max_length)["input_ids"]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -140,9 +143,8 @@ class LazyDataset:
 
         item = {"image": normalize_images(torch.from_numpy(np.array(self.data.image(i)))),
                 "label": torch.tensor(self.data.labels[i]), "index": i}
-        if self.tokenizer is not None:
-            ids = self.tokenizer(self.data.texts[i], truncation=True, max_length=self.max_length)["input_ids"]
-            item["input_ids"] = torch.tensor(ids, dtype=torch.long)
+        if self.tokens is not None:
+            item["input_ids"] = torch.tensor(self.tokens[i], dtype=torch.long)
         return item
 
 

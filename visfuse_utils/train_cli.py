@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     from .results import save_results
 
     args = parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # DataLoader workers tokenize; no nested threads
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer ran before DataLoader workers fork
     profile = get_profile(args.profile)
     out = args.out or Path("build") / "train" / args.fusion
     checkpoint = out / "checkpoint.pt"
