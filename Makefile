@@ -51,7 +51,7 @@ lab: setup
 bench: setup
 	$(BIN)/python tests/bench.py
 
-# Notebooks 02-06 on user datasets of every shape (build/byo/): 2, 3 and 10 classes, grey and RGB, 9:1 imbalance,
+# Notebooks 01-06 on user datasets of every shape (build/byo/): 2, 3 and 10 classes, grey and RGB, 9:1 imbalance,
 # 40 and 2,000 rows, one-word and over-long notes, class names with spaces and accents. SHAPES=a,b to choose.
 byo-check: setup
 	$(BIN)/python tests/byo_check.py $(if $(SHAPES),--shapes $(SHAPES))

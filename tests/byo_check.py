@@ -2,8 +2,10 @@
 
 ``python tests/byo_check.py [--slice] [--shapes a,b] [--notebooks 02,03]`` builds each dataset (once, under
 ``build/byo/<shape>/``) from real images that scikit-image ships, cut into random crops, with generated notes
-whose words carry part of the class; then runs notebooks 02–06 on it through papermill in the smoke profile and
-checks each wrote its results file. ``--slice`` runs the binary and the 10-class RGB sets only (``make test``).
+whose words carry part of the class; then runs notebooks 01–06 on it through papermill in the smoke profile and
+checks each wrote its results file. Grey shapes are saved as 1-channel PNGs and read with ``CHANNELS = 1``,
+colour ones as RGB and read with ``CHANNELS = 3``. ``--slice`` runs the binary and the 10-class RGB sets only
+(``make test``).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["02_image_baselines", "03_text_baseline", "04_fusion", "05_interpretability", "06_language_queries"]
+NOTEBOOKS = ["01_data_and_loss", "02_image_baselines", "03_text_baseline", "04_fusion", "05_interpretability",
+             "06_language_queries"]
 SOURCES = ["astronaut", "brick", "camera", "cat", "cell", "coffee", "coins", "grass", "gravel", "horse",
            "immunohistochemistry", "moon", "page", "retina", "rocket", "text", "chelsea", "microaneurysms"]
 FILLER = ("the sample was taken on a weekday", "no further comment", "seen at the usual magnification",
@@ -81,7 +84,8 @@ def build(shape: str, out: Path, seed: int = 0) -> Path:
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         path = f"images/{i:05d}.png"
-        Image.fromarray(np.ascontiguousarray(crop)).save(out / path)
+        image = Image.fromarray(np.ascontiguousarray(crop))
+        (image if spec["channels"] == 3 else image.convert("L")).save(out / path)  # grey shapes: 1-channel PNGs
         rows.append((path, _note(names[y], names, spec.get("note", "normal"), rng), names[y]))
     import pandas as pd
 
@@ -101,21 +105,22 @@ def _note(label: str, names: list[str], kind: str, rng) -> str:
     return ". ".join(w.capitalize() for w in words) + "."
 
 
-def run(shape: str, notebook: str, folder: Path) -> tuple[bool, float, str]:
-    """Notebook ``notebook`` on dataset ``shape`` in the smoke profile: (ran and wrote results, seconds, error)."""
+def run(shape: str, notebook: str, folder: Path, profile: str = "smoke") -> tuple[bool, float, str]:
+    """Notebook ``notebook`` on dataset ``shape`` in ``profile``: (ran and wrote results, seconds, error)."""
     import os
 
     import papermill as pm
 
     csv = build(shape, folder / shape)
-    build_dir = folder / shape / "build"
-    build_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = folder / shape / ("build" if profile == "smoke" else f"build-{profile}")
+    (build_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     os.environ["VISFUSE_BUILD"] = str(build_dir)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(build_dir / f"{notebook}.ipynb"),
-                            parameters={"DATA": str(csv), "PROFILE": "smoke"}, cwd=str(ROOT / "notebooks"),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"),
+                            str(build_dir / "notebooks" / f"{notebook}.ipynb"),
+                            parameters={"DATA": str(csv), "PROFILE": profile, "CHANNELS": SHAPES[shape]["channels"]},
+                            cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
     except Exception as err:  # noqa: BLE001 - the table reports any failure
         return False, time.perf_counter() - start, str(err).strip().splitlines()[-1][:200]
     saved = build_dir / "results" / f"{notebook}.json"
@@ -123,11 +128,19 @@ def run(shape: str, notebook: str, folder: Path) -> tuple[bool, float, str]:
     return bool(ok), time.perf_counter() - start, "" if ok else "no results file"
 
 
+def report(shape: str, folder: Path, profile: str = "smoke") -> Path:
+    """The course's HTML report over the notebooks run on ``shape`` (``python -m visfuse_utils.report``)."""
+    from visfuse_utils.report import build_report
+
+    return build_report(folder / shape / ("build" if profile == "smoke" else f"build-{profile}"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slice", action="store_true", help=f"only {', '.join(SLICE)}")
     ap.add_argument("--shapes", help="comma-separated shapes (default: all)")
-    ap.add_argument("--notebooks", help="comma-separated notebook numbers (default: 02-06)")
+    ap.add_argument("--notebooks", help="comma-separated notebook numbers (default: 01-06)")
+    ap.add_argument("--profile", default="smoke", help="smoke (default) or full (the numbers a user would read)")
     args = ap.parse_args()
     shapes = SLICE if args.slice else (args.shapes.split(",") if args.shapes else list(SHAPES))
     notebooks = [n for n in NOTEBOOKS if not args.notebooks or n[:2] in args.notebooks.split(",")]
@@ -136,9 +149,10 @@ def main() -> int:
     print(f"{'shape':<12} {'notebook':<22} {'result':<6} seconds")
     for shape in shapes:
         for nb in notebooks:
-            ok, seconds, err = run(shape, nb, folder)
+            ok, seconds, err = run(shape, nb, folder, args.profile)
             failures += not ok
             print(f"{shape:<12} {nb:<22} {'ok' if ok else 'FAIL':<6} {seconds:5.0f}  {err}", flush=True)
+        print(f"{shape:<12} report: {report(shape, folder, args.profile).relative_to(ROOT)}", flush=True)
     return 1 if failures else 0
 
 

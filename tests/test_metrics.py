@@ -1,6 +1,6 @@
 """Metrics against scikit-learn on fixed inputs, ECE on a known case, the results table."""
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from visfuse_utils import metrics as M
 
@@ -15,6 +15,32 @@ def test_metrics_match_sklearn():
     assert np.isclose(m["accuracy"], accuracy_score(labels, probs.argmax(1)))
     assert np.isclose(m["macro_f1"], f1_score(labels, probs.argmax(1), average="macro"))
     assert np.isclose(m["auroc"], roc_auc_score(labels, probs, multi_class="ovr"))
+    assert np.isclose(m["balanced_accuracy"], balanced_accuracy_score(labels, probs.argmax(1)))
+
+
+def test_imbalanced_binary_set_a_majority_guesser_is_at_chance():
+    """9:1 labels, a model that always says the common class: accuracy 0.9, balanced accuracy 0.5, the majority rate."""
+    labels = np.array([0] * 90 + [1] * 10)
+    always_common = np.tile([0.8, 0.2], (100, 1))
+    m = M.classification_metrics(labels, always_common)
+    assert m["accuracy"] == 0.9 and m["balanced_accuracy"] == 0.5 and m["auroc"] == 0.5
+    assert M.majority_rate(labels) == 0.9
+    assert np.isclose(M.classification_metrics(labels, np.eye(2)[labels])["balanced_accuracy"], 1.0)
+
+
+def test_paired_bootstrap_known_cases():
+    right = np.array([1, 1, 1, 0] * 25, float)
+    assert M.paired_bootstrap(right, right) == (0.0, 0.0, 0.0)  # the same model: no difference in any resample
+    assert M.paired_bootstrap(np.ones(50), np.zeros(50)) == (1.0, 1.0, 1.0)
+    mean, low, high = M.paired_bootstrap(right, 1 - right, seed=3)  # 0.75 vs 0.25 right: +0.5, interval around it
+    assert mean == 0.5 and 0.3 < low < 0.5 < high < 0.7
+    assert M.paired_bootstrap(right, 1 - right, seed=3) == (mean, low, high)  # seeded: reproducible
+    try:
+        M.paired_bootstrap(right, right[:10])
+    except ValueError as err:
+        assert "equal-length" in str(err)
+    else:
+        raise AssertionError("unequal lengths must raise")
 
 
 def test_ece_known_answer():

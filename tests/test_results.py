@@ -49,3 +49,7 @@ def test_claims_are_recorded_and_stop_only_a_full_run(capsys):
     with pytest.raises(R.ClaimError, match="two is less than one"):
         full(2 < 1, "two is less than one")
     assert [r["held"] for r in full.records] == [True, False]  # the failed claim is recorded before the stop
+    yours = R.Claims("full", "my_data/labels.csv")  # the lesson's sentences were not written from a user's data
+    yours(2 < 1, "two is less than one")
+    assert yours.records[-1]["held"] is False
+    assert "does not hold: the text was written from SynthScan, not from your data" in capsys.readouterr().out

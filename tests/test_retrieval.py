@@ -97,6 +97,10 @@ def test_pixels_to_words_ranks_by_what_it_can_see():
     base = retrieval.PixelsToWords(grid=4, alpha=1.0).fit(imgs, caps)
     sim = base.similarity(["bright top", "bright bottom"], imgs)
     assert (sim[0, ::2].min() > sim[0, 1::2].max()) and (sim[1, 1::2].min() > sim[1, ::2].max())
+    # one-letter captions (a user's one-word notes) are words too, and colour scans work as grey ones do
+    short = retrieval.PixelsToWords(grid=4, alpha=1.0).fit(np.repeat(imgs, 3, axis=1), ["a", "b"] * 20)
+    sim = short.similarity(["a", "b"], np.repeat(imgs, 3, axis=1))
+    assert (sim[0, ::2].min() > sim[0, 1::2].max()) and (sim[1, 1::2].min() > sim[1, ::2].max())
 
 
 class _FakeTextEncoder(nn.Module):

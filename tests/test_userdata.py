@@ -80,3 +80,17 @@ def test_data_that_cannot_work_names_the_file_and_the_fix(images):
         U.load_csv(path, image_size=4)
     with pytest.raises(D.DataError, match=r"IMAGE_SIZE=4"):
         D.load_data(str(path), n=0, image_size=4)
+    with pytest.raises(D.DataError, match=r"CHANNELS=2: set 1 .* or 3"):
+        D.load_data(str(path), n=0, image_size=16, channels=2)
+    with pytest.raises(D.DataError, match=r"SynthScan's scans are grayscale; set CHANNELS = 1"):
+        D.load_data("synthscan", n=30, image_size=16, channels=3)
+    assert D.load_data(str(path), n=0, image_size=16, channels=3).images.shape == (9, 3, 16, 16)
+
+
+def test_a_class_too_rare_to_split_is_named_with_the_counts(images):
+    """Two samples of one class cannot reach train, validation and test: the error names the file and the class."""
+    rows = [f"a.png,note {i},common" for i in range(30)] + ["b.jpg,x,rare", "b.jpg,y,rare"]
+    path = _write_csv(images, rows)
+    with pytest.raises(D.DataError, match=r"at least 3 samples.*'rare': 2.*Add samples of 'rare' or merge it") as err:
+        D.split(U.load_csv(path, image_size=16))
+    assert str(path) in str(err.value)

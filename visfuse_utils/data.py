@@ -97,16 +97,23 @@ def check_image_size(image_size: int, where: str = "IMAGE_SIZE") -> None:
                         f"times; set it to at least {MIN_IMAGE_SIZE} (the profiles use 32 to 128).")
 
 
-def load_data(data: str, n: int, seed: int = 0, image_size: int = 64) -> MultimodalData:
-    """What a notebook's ``DATA`` parameter names: ``"synthscan"`` or a CSV path (``userdata.load_csv``)."""
+def load_data(data: str, n: int, seed: int = 0, image_size: int = 64, channels: int = 1) -> MultimodalData:
+    """What a notebook's ``DATA`` parameter names: ``"synthscan"`` or a CSV path (``userdata.load_csv``).
+
+    ``channels`` (a notebook's ``CHANNELS``): 1 reads every image as grayscale, 3 as RGB; SynthScan is grayscale.
+    """
     check_image_size(image_size)
+    if channels not in (1, 3):
+        raise DataError(f"CHANNELS={channels!r}: set 1 (images read as grayscale) or 3 (RGB, for colour images).")
     if data.lower() == "synthscan":
+        if channels != 1:
+            raise DataError("CHANNELS=3 with DATA='synthscan': SynthScan's scans are grayscale; set CHANNELS = 1.")
         from .synthscan import synthscan_cached
 
         return synthscan_cached(n, seed=seed, image_size=image_size)
     from .userdata import load_csv
 
-    return load_csv(data, image_size=image_size)
+    return load_csv(data, image_size=image_size, channels=channels)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -120,8 +127,11 @@ def split_indices(labels: np.ndarray, class_names: list[str], source: str, val: 
     idx = np.arange(len(labels))
     counts = np.bincount(labels, minlength=len(class_names))
     if counts[counts > 0].min() < 3:
+        rare = [c for c, k in zip(class_names, counts) if 0 < k < 3]
         raise DataError(f"{source}: every class needs at least 3 samples to be split three ways; "
-                        f"class counts are {dict(zip(class_names, counts.tolist()))}.")
+                        f"class counts are {dict(zip(class_names, counts.tolist()))}. Add samples of "
+                        f"{', '.join(map(repr, rare))} or merge {'it' if len(rare) == 1 else 'them'} into another "
+                        "class.")
     n_test, n_val = round(test * len(labels)), round(val * len(labels))
     n_classes = int((counts > 0).sum())
     if min(n_test, n_val) < n_classes:

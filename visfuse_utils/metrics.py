@@ -1,7 +1,10 @@
 """Evaluation shared by every notebook (``results`` writes the numbers to disk).
 
-Accuracy and macro-F1 judge the hard decisions, one-vs-rest AUROC the ranking, and the
-expected calibration error (ECE) whether the confidence can be believed.
+Accuracy and macro-F1 judge the hard decisions, balanced accuracy (the mean recall over
+classes) the same decisions when one class dominates, one-vs-rest AUROC the ranking, and the
+expected calibration error (ECE) whether the confidence can be believed. The majority class's
+share is the chance level to beat; a paired bootstrap says whether one model beats another on
+the same test samples.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """accuracy, macro_f1, auroc (one-vs-rest, macro) and ece from labels and class probabilities."""
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    """accuracy, balanced_accuracy, macro_f1, auroc (binary, or one-vs-rest macro) and ece from probabilities."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -43,10 +46,34 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
         auroc = float(roc_auc_score(labels, norm, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
     return {
         "accuracy": float(accuracy_score(labels, pred)),
+        "balanced_accuracy": float(recall_score(labels, pred, average="macro", labels=present, zero_division=0)),
         "macro_f1": float(f1_score(labels, pred, average="macro", labels=np.arange(n_classes), zero_division=0)),
         "auroc": auroc,
         "ece": expected_calibration_error(labels, probs),
     }
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """The share of the most frequent class: the accuracy of always answering it, chance for an imbalanced set."""
+    counts = np.bincount(np.asarray(labels))
+    return float(counts.max() / counts.sum())
+
+
+def paired_bootstrap(score_a: np.ndarray, score_b: np.ndarray, n_resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``score_a - score_b`` per test sample and its 95 % paired bootstrap interval: (mean, low, high).
+
+    The scores are per-sample (1 right, 0 wrong, or a mean over seeds); both models are resampled on the same
+    samples, so the interval reflects only which samples the test split happened to hold.
+    """
+    a, b = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"score_a and score_b must be equal-length 1-D arrays, got {np.shape(score_a)} and "
+                         f"{np.shape(score_b)}")
+    diff = a - b
+    resamples = np.random.default_rng(seed).integers(0, len(diff), (n_resamples, len(diff)))
+    low, high = np.percentile(diff[resamples].mean(axis=1), [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
 
 
 def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -61,7 +88,8 @@ def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-METRIC_COLUMNS = ["accuracy", "accuracy_std", "macro_f1", "auroc", "ece", "n_params", "train_seconds"]
+METRIC_COLUMNS = ["accuracy", "accuracy_std", "balanced_accuracy", "macro_f1", "auroc", "ece", "n_params",
+                  "train_seconds"]
 
 
 def table(results: dict[str, dict], index_name: str = "model"):

@@ -232,7 +232,8 @@ class PixelsToWords:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import Ridge
 
-        self.vectorizer = TfidfVectorizer().fit(captions)
+        # every word counts, one-letter ones too (scikit-learn's default pattern drops them: a caption "a" is empty)
+        self.vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b").fit(captions)
         self.ridge = Ridge(alpha=self.alpha).fit(self._pixels(images), self.vectorizer.transform(captions).toarray())
         return self
 
