@@ -33,3 +33,11 @@ def test_the_report_shows_every_notebook_run_on_a_user_dataset(shape, monkeypatc
     assert "concat fusion" in fusion["models"] and "balanced_accuracy" in fusion["models"]["concat fusion"]
     for notebook in NOTEBOOKS:  # the time table: each notebook ran, with no error output
         assert re.search(rf"<td>{notebook}</td><td>\d+</td><td>0</td>", page), notebook
+
+
+@pytest.mark.slow
+def test_notebook_07_refuses_a_user_dataset_and_says_why(monkeypatch):
+    """07 scores every written word against SynthScan's captions: on a CSV it stops at once, naming the fix."""
+    monkeypatch.setenv("VISFUSE_BUILD", "")
+    ok, seconds, error = run("binary", "07_report_generation", FOLDER)
+    assert not ok and "DataError" in error and "notebook 07 checks generated reports against SynthScan" in error, error
