@@ -112,3 +112,44 @@ def test_cache_written_by_two_processes_at_once(tmp_path):
     outs = [r.communicate(timeout=300)[0].strip() for r in runs]
     assert [r.returncode for r in runs] == [0, 0] and outs[0] == outs[1]
     assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]  # one file, no leftovers
+
+
+def test_the_sum_rule_is_unchanged_by_the_consistency_option():
+    """The default data are byte-identical to the data before the rule option existed (fingerprint recorded then)."""
+    d = S.make_synthscan(60, seed=3, image_size=32)
+    assert d.fingerprint() == "4f51de2fd1cbc39e" and d.evidence_spans[0] == [(51, 96), (97, 125)]
+    assert "rule" not in d.meta
+
+
+def test_consistency_rule_needs_both_modalities():
+    """Oracles: 1/2 from the scan or the note alone (the label is balanced given either), 1 - e from both."""
+    d = S.make_synthscan(3000, seed=0, image_size=32, rule="consistency")
+    plain = S.make_synthscan(3000, seed=0, image_size=32)
+    assert d.class_names == ["consistent", "inconsistent"] and d.meta["rule"] == "consistency"
+    assert np.array_equal(d.images, plain.images) and np.array_equal(d.latents["text_risk"], plain.latents["text_risk"])
+    grade, claimed = d.latents["image_grade"], d.latents["claimed_grade"]
+    assert np.array_equal(d.latents["clean_label"], (claimed != grade).astype(int))
+    assert np.array_equal(d.labels != d.latents["clean_label"], d.latents["label_flipped"])
+    e, n = 0.02, len(d)
+    for modality, expected in (("image", 0.5), ("text", 0.5), ("both", 1 - e)):
+        se = np.sqrt(expected * (1 - expected) / n)
+        assert abs(S.oracle_accuracy(d, modality) - expected) < 4 * se, modality
+    for k in range(3):  # given one modality's value, both labels stay equally likely
+        for latent in (grade, claimed, d.latents["text_risk"]):
+            share = d.latents["clean_label"][latent == k].mean()
+            assert abs(share - 0.5) < 4 * np.sqrt(0.25 / (latent == k).sum())
+    # the claim sentence sits right after the opening, is the note's only evidence span, and names the claimed grade
+    for text, spans, c, risk_note in zip(d.texts[:200], d.evidence_spans, claimed, plain.texts):
+        (start, end), = spans
+        assert text[start:end] in S.CLAIMS[c] and text[:start - 1] == risk_note[:start - 1]
+        assert text[:start - 1] + text[end:] == risk_note
+    with pytest.raises(ValueError, match="rule must be one of sum, consistency"):
+        S.make_synthscan(10, rule="xor")
+
+
+def test_cache_keeps_the_rules_apart(tmp_path):
+    a = S.synthscan_cached(40, seed=1, image_size=32, cache_dir=tmp_path)
+    b = S.synthscan_cached(40, seed=1, image_size=32, cache_dir=tmp_path, rule="consistency")
+    assert len(list(tmp_path.glob("*.npz"))) == 2 and a.class_names != b.class_names
+    again = S.synthscan_cached(40, seed=1, image_size=32, cache_dir=tmp_path, rule="consistency")
+    assert again.texts == b.texts and np.array_equal(again.latents["claimed_grade"], b.latents["claimed_grade"])

@@ -85,6 +85,10 @@ def test_data_that_cannot_work_names_the_file_and_the_fix(images):
     with pytest.raises(D.DataError, match=r"SynthScan's scans are grayscale; set CHANNELS = 1"):
         D.load_data("synthscan", n=30, image_size=16, channels=3)
     assert D.load_data(str(path), n=0, image_size=16, channels=3).images.shape == (9, 3, 16, 16)
+    with pytest.raises(D.DataError, match=r"rule='consistency' with DATA=.*labels are its own"):
+        D.load_data(str(path), n=0, image_size=16, rule="consistency")
+    assert D.load_data("synthscan", n=30, image_size=16, rule="consistency").class_names == ["consistent",
+                                                                                              "inconsistent"]
 
 
 def test_a_class_too_rare_to_split_is_named_with_the_counts(images):

@@ -97,10 +97,12 @@ def check_image_size(image_size: int, where: str = "IMAGE_SIZE") -> None:
                         f"times; set it to at least {MIN_IMAGE_SIZE} (the profiles use 32 to 128).")
 
 
-def load_data(data: str, n: int, seed: int = 0, image_size: int = 64, channels: int = 1) -> MultimodalData:
+def load_data(data: str, n: int, seed: int = 0, image_size: int = 64, channels: int = 1,
+              rule: str = "sum") -> MultimodalData:
     """What a notebook's ``DATA`` parameter names: ``"synthscan"`` or a CSV path (``userdata.load_csv``).
 
     ``channels`` (a notebook's ``CHANNELS``): 1 reads every image as grayscale, 3 as RGB; SynthScan is grayscale.
+    ``rule``: SynthScan's label rule (``synthscan.make_synthscan``); a CSV brings its own labels.
     """
     check_image_size(image_size)
     if channels not in (1, 3):
@@ -110,7 +112,10 @@ def load_data(data: str, n: int, seed: int = 0, image_size: int = 64, channels: 
             raise DataError("CHANNELS=3 with DATA='synthscan': SynthScan's scans are grayscale; set CHANNELS = 1.")
         from .synthscan import synthscan_cached
 
-        return synthscan_cached(n, seed=seed, image_size=image_size)
+        return synthscan_cached(n, seed=seed, image_size=image_size, rule=rule)
+    if rule != "sum":
+        raise DataError(f"rule={rule!r} with DATA={data!r}: the label rule chooses SynthScan's labels; your CSV's "
+                        "labels are its own. Leave the rule at 'sum'.")
     from .userdata import load_csv
 
     return load_csv(data, image_size=image_size, channels=channels)

@@ -319,7 +319,7 @@ def mlp_head(in_dim: int, n_classes: int, hidden: int = 128, dropout: float = 0.
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
 
-FUSIONS = ("late", "late_learned", "concat", "gated", "token")
+FUSIONS = ("late", "late_learned", "concat", "gated", "token", "bilinear", "film", "cross_attention")
 
 
 def build_fusion_model(kind: str, text_model: nn.Module, n_classes: int, in_channels: int = 1,
@@ -342,6 +342,12 @@ def build_fusion_model(kind: str, text_model: nn.Module, n_classes: int, in_chan
         head = mlp_head(fusion.out_dim, n_classes)
     elif kind == "token":
         fusion = TokenFusion(image_encoder.map_channels, text_encoder, sep_id=sep_id)
+        head = mlp_head(fusion.out_dim, n_classes)
+    elif kind in ("bilinear", "film", "cross_attention"):  # the modalities multiply (visfuse_utils.interaction)
+        from . import interaction
+
+        fusion = (interaction.BilinearFusion(di, dt) if kind == "bilinear" else interaction.FiLMFusion(di, dt)
+                  if kind == "film" else interaction.CrossAttentionFusion(image_encoder.map_channels, dt))
         head = mlp_head(fusion.out_dim, n_classes)
     else:
         raise ValueError(f"unknown fusion {kind!r}; choose one of {', '.join(FUSIONS)}")

@@ -16,8 +16,11 @@ import numpy as np
 import scipy.fft
 
 from .data import DataError, MultimodalData
+from .synthscan_notes import CLAIMS, CUE_TEMPLATES, add_claims, write_notes  # noqa: F401 - notebooks read these here
 
 CLASS_NAMES = ["normal", "benign", "malignant"]
+CONSISTENCY_CLASSES = ["consistent", "inconsistent"]  # does the scan show what the referral letter claims?
+RULES = ("sum", "consistency")
 SYNTHSCAN_VERSION = "2"
 _CHUNK = 512  # scans rendered at a time
 
@@ -30,65 +33,16 @@ _CHUNK = 512  # scans rendered at a time
 # With a and b uniform and independent, each class holds a third of the data, and either
 # modality alone leaves the Bayes-optimal accuracy at 5/9, while both together reach
 # 1 - label_noise.
+# The consistency rule (rule="consistency") needs the two *together*: a referral sentence
+# claims a grade c (the true one for half the notes, else one of the two others), and the
+# label is whether the scan shows it (c == a). Given a alone, or c alone, both labels are
+# equally likely (oracles 1/2); given both, 1 - label_noise. A model that adds an image score
+# to a text score (late fusion) cannot express "equal" on all 3 x 3 cells.
 
 def label_rule(image_grade: np.ndarray, text_risk: np.ndarray) -> np.ndarray:
     """Noise-free label from the two latent evidences (see the module comment)."""
     score = np.asarray(image_grade) + np.asarray(text_risk)
     return np.where(score <= 1, 0, np.where(score == 2, 1, 2)).astype(np.int64)
-
-
-_GROWTH_YES = [
-    "The lump has grown rapidly over the past {m} months.",
-    "The patient reports that the mass has enlarged noticeably since the last visit.",
-    "A marked increase in size over {m} months is described.",
-    "The lesion is reported to be growing quickly.",
-]
-_GROWTH_NO = [
-    "No change in size since the last visit.",
-    "The lesion has not grown over the past {m} months.",
-    "Denies any recent growth of the lump.",
-    "Size reported as stable for {m} months.",
-]
-_FAMILY_YES = [
-    "Mother was diagnosed with cancer at {a2}.",
-    "There is a strong family history of malignancy.",
-    "Two first-degree relatives had cancer.",
-    "Father was treated for a malignant tumour at {a2}.",
-]
-_FAMILY_NO = [
-    "No family history of cancer.",
-    "Family history is unremarkable.",
-    "Denies any cancer in the family.",
-    "No relatives with malignant disease.",
-]
-# The cue sentences of the notes, by cue and polarity (notebook 03 reads them; the generator picks one at random).
-CUE_TEMPLATES = {"growth": {"affirmed": _GROWTH_YES, "negated": _GROWTH_NO},
-                 "family": {"affirmed": _FAMILY_YES, "negated": _FAMILY_NO}}
-_OPENINGS = [
-    "{age}-year-old {sex} referred for imaging.",
-    "{age}-year-old {sex} presenting for a routine scan.",
-    "Patient, {sex}, aged {age}, seen for follow-up imaging.",
-    "{age}-year-old {sex} sent by the GP for a scan.",
-]
-_IRRELEVANT = [
-    "Allergic to penicillin.",
-    "Works as a {job}.",
-    "Drinks {k} cups of coffee a day.",
-    "Takes {drug} for blood pressure.",
-    "Came to the appointment with {rel}.",
-    "Blood pressure {bp}/{bp2} mmHg.",
-    "Non-smoker.",
-    "Reports mild fatigue after a busy week.",
-]
-_FILLER = [
-    "Vitals within normal limits.",
-    "Patient is in good spirits.",
-    "Scan requested to complete the work-up.",
-    "Consent obtained.",
-]
-_JOBS = ["teacher", "nurse", "carpenter", "driver", "chef", "engineer", "farmer", "clerk"]
-_DRUGS = ["amlodipine", "ramipril", "losartan", "bisoprolol"]
-_RELS = ["her daughter", "his son", "a friend", "her husband", "his wife"]
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, size: int, scale: float) -> np.ndarray:
@@ -237,57 +191,16 @@ def caption_finding(caption: str) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def _write_notes(rng: np.random.Generator, text_risk: np.ndarray):
-    """Clinical notes with their evidence spans and the text latents."""
-    n = len(text_risk)
-    growth = np.zeros(n, np.int64)  # 1 affirmed, 0 negated, -1 not mentioned
-    family = np.zeros(n, np.int64)
-    notes, spans = [], []
-    for i in range(n):
-        b = int(text_risk[i])
-        yes = {0: (), 1: (("growth",) if rng.random() < 0.5 else ("family",)), 2: ("growth", "family")}[b]
-        fmt = dict(m=int(rng.integers(2, 13)), a2=int(rng.integers(38, 80)), age=int(rng.integers(24, 86)),
-                   sex=["woman", "man"][int(rng.integers(2))], job=_JOBS[int(rng.integers(len(_JOBS)))],
-                   k=int(rng.integers(1, 6)), drug=_DRUGS[int(rng.integers(len(_DRUGS)))],
-                   rel=_RELS[int(rng.integers(len(_RELS)))], bp=int(rng.integers(105, 160)),
-                   bp2=int(rng.integers(65, 95)))
-        sentences: list[tuple[str, bool]] = []  # (sentence, is evidence)
-        for cue, yes_t, no_t, store in (("growth", _GROWTH_YES, _GROWTH_NO, growth),
-                                        ("family", _FAMILY_YES, _FAMILY_NO, family)):
-            if cue in yes:
-                store[i] = 1
-                sentences.append((yes_t[int(rng.integers(len(yes_t)))].format(**fmt), True))
-            elif rng.random() < 0.7:
-                store[i] = 0
-                sentences.append((no_t[int(rng.integers(len(no_t)))].format(**fmt), True))
-            else:
-                store[i] = -1
-        n_irr = int(rng.integers(0, 3))
-        for j in rng.choice(len(_IRRELEVANT), n_irr, replace=False):
-            sentences.append((_IRRELEVANT[int(j)].format(**fmt), False))
-        if rng.random() < 0.5:
-            sentences.append((_FILLER[int(rng.integers(len(_FILLER)))], False))
-        order = rng.permutation(len(sentences))
-        text = _OPENINGS[int(rng.integers(len(_OPENINGS)))].format(**fmt)
-        text = text[0].upper() + text[1:]
-        note_spans = []
-        for j in order:
-            sent, is_evidence = sentences[int(j)]
-            start = len(text) + 1
-            text += " " + sent
-            if is_evidence:
-                note_spans.append((start, start + len(sent)))
-        notes.append(text)
-        spans.append(sorted(note_spans))
-    return notes, spans, {"text_risk": text_risk.astype(np.int64), "growth_cue": growth, "family_cue": family}
-
-
-def make_synthscan(n: int, seed: int = 0, image_size: int = 64, label_noise: float = 0.02) -> MultimodalData:
+def make_synthscan(n: int, seed: int = 0, image_size: int = 64, label_noise: float = 0.02,
+                   rule: str = "sum") -> MultimodalData:
     """Generate ``n`` SynthScan samples; the same arguments give byte-identical data.
 
     The label needs both modalities: the scan shows a lesion grade (none, smooth,
     irregular), the note a count of affirmed risk cues, and the class follows their sum
     (see ``label_rule``). ``label_noise`` flips that fraction of labels at random.
+    ``rule="consistency"`` asks instead whether the scan shows the finding that a referral
+    sentence in the note claims (right for half the notes): each modality alone says
+    nothing (both oracles 1/2), the two together 1 - label_noise; the risk cues stay as distractors.
     """
     if n < 1:
         raise ValueError(f"n must be a positive number of samples, got {n}")
@@ -295,8 +208,10 @@ def make_synthscan(n: int, seed: int = 0, image_size: int = 64, label_noise: flo
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
     if not 0 <= label_noise < 1:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     ss = np.random.SeedSequence([seed, 20261128])
-    r_label, r_img, r_txt = (np.random.default_rng(s) for s in ss.spawn(3))
+    r_label, r_img, r_txt, r_claim = (np.random.default_rng(s) for s in ss.spawn(4))
     grade = r_label.integers(0, 3, n)
     risk = r_label.integers(0, 3, n)
     clean = label_rule(grade, risk)
@@ -307,25 +222,33 @@ def make_synthscan(n: int, seed: int = 0, image_size: int = 64, label_noise: flo
     images = np.concatenate([c[0] for c in chunks])
     masks = np.concatenate([c[1] for c in chunks])
     img_lat = {k: np.concatenate([c[2][k] for c in chunks]) for k in chunks[0][2]}
-    notes, spans, txt_lat = _write_notes(r_txt, risk)
+    notes, spans, txt_lat = write_notes(r_txt, risk)
     latents = {**img_lat, **txt_lat, "clean_label": clean, "label_flipped": flip}
     captions = [_caption(latents, i) for i in range(n)]
-    return MultimodalData(images=images, texts=notes, labels=labels, class_names=list(CLASS_NAMES),
-                          masks=masks, evidence_spans=spans, captions=captions, latents=latents,
-                          source="synthscan",
-                          meta={"n": n, "seed": seed, "image_size": image_size, "label_noise": label_noise})
+    class_names, meta = list(CLASS_NAMES), {"n": n, "seed": seed, "image_size": image_size, "label_noise": label_noise}
+    if rule == "consistency":
+        claimed = np.where(r_claim.random(n) < 0.5, grade, (grade + r_claim.integers(1, 3, n)) % 3)
+        notes, spans = add_claims(r_claim, notes, claimed)
+        clean = (claimed != grade).astype(np.int64)  # 0 consistent, 1 inconsistent
+        labels = np.where(flip, 1 - clean, clean).astype(np.int64)
+        latents.update(claimed_grade=claimed.astype(np.int64), clean_label=clean)
+        class_names, meta = list(CONSISTENCY_CLASSES), {**meta, "rule": rule}
+    return MultimodalData(images=images, texts=notes, labels=labels, class_names=class_names, masks=masks,
+                          evidence_spans=spans, captions=captions, latents=latents, source="synthscan", meta=meta)
 
 
 def oracle_accuracy(data: MultimodalData, modality: str) -> float:
     """Bayes-optimal accuracy when a model sees exactly the latent evidence of ``modality``.
 
-    The latent evidence is the image grade (``"image"``), the text risk count (``"text"``)
-    or both (``"both"``). For each value of that evidence the best guess is the most
-    frequent label among samples sharing it; the oracle is the accuracy of those guesses.
+    The latent evidence is the image grade (``"image"``), what the note carries (``"text"``: the
+    risk count, or the claimed grade under the consistency rule) or both (``"both"``). For each
+    value of that evidence the best guess is the most frequent label among samples sharing it;
+    the oracle is the accuracy of those guesses.
     """
     if data.latents is None:
         raise DataError("oracle_accuracy needs the latents of SynthScan; user data has none.")
-    keys = {"image": ["image_grade"], "text": ["text_risk"], "both": ["image_grade", "text_risk"]}
+    text = "claimed_grade" if "claimed_grade" in data.latents else "text_risk"
+    keys = {"image": ["image_grade"], "text": [text], "both": ["image_grade", text]}
     if modality not in keys:
         raise ValueError(f"modality must be 'image', 'text' or 'both', got {modality!r}")
     evidence = np.stack([data.latents[k] for k in keys[modality]], axis=1)
@@ -347,13 +270,15 @@ def _default_cache_dir() -> Path:
 
 
 def synthscan_cached(n: int, seed: int = 0, image_size: int = 64, label_noise: float = 0.02,
-                     cache_dir: str | Path | None = None) -> MultimodalData:
+                     cache_dir: str | Path | None = None, rule: str = "sum") -> MultimodalData:
     """``make_synthscan`` with an on-disk cache shared by the notebooks.
 
     The file name hashes the settings and the generator version, so changing any of
     them regenerates the set instead of reusing a stale one.
     """
     settings = dict(n=n, seed=seed, image_size=image_size, label_noise=label_noise, version=SYNTHSCAN_VERSION)
+    if rule != "sum":  # the sum rule's files keep their names
+        settings["rule"] = rule
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else _default_cache_dir()
     path = folder / f"synthscan_{key}.npz"
@@ -362,7 +287,7 @@ def synthscan_cached(n: int, seed: int = 0, image_size: int = 64, label_noise: f
             return _load_npz(path)
         except Exception:  # a truncated or foreign file: regenerate rather than fail
             path.unlink(missing_ok=True)
-    data = make_synthscan(n, seed=seed, image_size=image_size, label_noise=label_noise)
+    data = make_synthscan(n, seed=seed, image_size=image_size, label_noise=label_noise, rule=rule)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: training processes may write it at once
     _save_npz(data, tmp)

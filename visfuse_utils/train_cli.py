@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--channels", type=int, choices=(1, 3), default=1,
                    help="1: grayscale (as load_csv), 3: RGB; colour photographs need 3")
     d.add_argument("--n-samples", type=int, help="SynthScan size (default: the profile's)")
+    d.add_argument("--rule", choices=("sum", "consistency"), default="sum",
+                   help="SynthScan's label rule: the sum of image grade and note risk, or whether the scan shows the "
+                        "finding the note claims (neither modality alone says anything)")
     d.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's: 32 smoke, "
                                                   "64 full, 128 large)")
     d.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading images")
@@ -102,7 +105,8 @@ def load_splits(args, profile):
 
     size = args.image_size or profile.image_size
     if args.data.lower() == "synthscan":
-        full = data.load_data("synthscan", n=args.n_samples or profile.n_samples, seed=args.seed, image_size=size)
+        full = data.load_data("synthscan", n=args.n_samples or profile.n_samples, seed=args.seed, image_size=size,
+                              rule=args.rule)
         return data.split(full, seed=args.seed), data.make_loader
     if args.data.startswith("hf:"):
         ds = lazydata.load_hf(args.data[3:], split=args.hf_split)
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if checkpoint.exists() and not args.resume:
         raise SystemExit(f"{checkpoint} exists from an earlier run; pass --resume to continue it, or another --out.")
     if args.resume and checkpoint.exists():
-        before = json.loads((out / "config.json").read_text())
+        before = {"rule": "sum", **json.loads((out / "config.json").read_text())}  # runs older than --rule: sum
         changed = {k: (before.get(k), v) for k, v in config.items() if before.get(k) != v}
         if changed:
             raise SystemExit(f"--resume: these settings differ from the checkpoint's run {changed}; "
