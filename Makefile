@@ -52,9 +52,11 @@ bench: setup
 	$(BIN)/python tests/bench.py
 
 # Notebooks 01-06 on user datasets of every shape (build/byo/): 2, 3 and 10 classes, grey and RGB, 9:1 imbalance,
-# 40 and 2,000 rows, one-word and over-long notes, class names with spaces and accents. SHAPES=a,b to choose.
+# 40 and 2,000 rows, one-word and over-long notes, class names with spaces and accents. SHAPES=a,b to choose,
+# NB=02,04 for some notebooks, BYO_PROFILE=full for the numbers a researcher reads (smoke by default).
 byo-check: setup
-	$(BIN)/python tests/byo_check.py $(if $(SHAPES),--shapes $(SHAPES))
+	$(BIN)/python tests/byo_check.py $(if $(SHAPES),--shapes $(SHAPES)) $(if $(NB),--notebooks $(NB)) \
+	  $(if $(BYO_PROFILE),--profile $(BYO_PROFILE))
 
 # The student versions of notebooks 01-06 (write-it-yourself cells emptied), regenerated from the notebooks.
 twins: setup

@@ -94,7 +94,8 @@ def build(shape: str, out: Path, seed: int = 0) -> Path:
 
 
 def _note(label: str, names: list[str], kind: str, rng) -> str:
-    """A note that names the true class 70 % of the time and another class otherwise, among filler."""
+    """A note that names the true class 70 % of the time and a class drawn at random otherwise (the true one again
+    for 1 in k of those: 85 % of notes name it for two classes), among filler."""
     said = label if rng.random() < 0.7 else names[rng.integers(len(names))]
     if kind == "short":
         return said

@@ -92,6 +92,9 @@ def test_command_help_and_bad_arguments():
         assert option in out.stdout
     with pytest.raises(SystemExit):
         train_cli.parse_args(["--batch-size", "0"])
+    with pytest.raises(SystemExit):  # the label rule chooses SynthScan's labels; a CSV has its own
+        train_cli.parse_args(["--data", "my.csv", "--rule", "consistency"])
+    assert train_cli.parse_args(["--rule", "consistency"]).rule == "consistency"
 
 
 @pytest.fixture()

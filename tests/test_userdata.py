@@ -98,3 +98,8 @@ def test_a_class_too_rare_to_split_is_named_with_the_counts(images):
     with pytest.raises(D.DataError, match=r"at least 3 samples.*'rare': 2.*Add samples of 'rare' or merge it") as err:
         D.split(U.load_csv(path, image_size=16))
     assert str(path) in str(err.value)
+
+
+def test_class_names_sort_integers_first_and_odd_digits_as_text():
+    names = ["b", "10", "-2", "2", "A", "²", "--1", "٣"]
+    assert sorted(names, key=U.class_order) == ["-2", "2", "10", "--1", "A", "b", "²", "٣"]

@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.workers < 0:
         p.error(f"--workers must be 0 or more, got {args.workers}")
+    if args.rule != "sum" and args.data.lower() != "synthscan":
+        p.error(f"--rule {args.rule} chooses SynthScan's labels; {args.data} brings its own: leave --rule out")
     return args
 
 

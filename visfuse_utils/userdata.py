@@ -6,6 +6,7 @@ is skipped or replaced silently (README, "Your own data").
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def load_image(path: Path, image_size: int, channels: int, where: str) -> np.nda
 
 
 def class_order(name: str):
-    """Sort key for class names: integers in numeric order first, then names alphabetically."""
-    number = name.lstrip("-").isdigit()
+    """Sort key for class names: integers (ASCII digits, optional minus) in numeric order first, then names as text."""
+    number = re.fullmatch(r"-?[0-9]+", name) is not None
     return (not number, int(name) if number else 0, name)
 
 
