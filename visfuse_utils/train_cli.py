@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--text-model", help="hub id or folder of a BERT-family encoder (default: all-MiniLM-L6-v2; "
                                         "bert-base-uncased for the large profile)")
     m.add_argument("--freeze-text", action="store_true", help="keep the text model frozen (only the rest trains)")
+    m.add_argument("--image-encoder", choices=("cnn", "efficientnet-lite0"), default="cnn",
+                   help="cnn: a new SmallCNN trained with the rest; efficientnet-lite0: the ImageNet network, frozen "
+                        "(offline weights, sha256 checked)")
     t = p.add_argument_group("training")
     t.add_argument("--profile", choices=PROFILES, help="sizes and epochs (default: $VISFUSE_PROFILE, else full)")
     t.add_argument("--epochs", type=int, help="epochs (default: the profile's finetune_epochs)")
@@ -124,17 +127,23 @@ def load_splits(args, profile):
     return lazydata.split(rows, seed=args.seed), make_loader
 
 
-def build_model(kind: str, n_classes: int, channels: int, encoder, tokenizer, freeze_text: bool):
-    """A fresh model of ``MODELS`` and its learning-rate groups' prefix for the text model (None: no text)."""
-    from .models import ImageClassifier, SmallCNN, TextClassifier, TextEncoder, build_fusion_model
+def build_model(kind: str, n_classes: int, channels: int, encoder, tokenizer, freeze_text: bool,
+                image_encoder: str = "cnn"):
+    """A fresh model of ``MODELS`` and its learning-rate groups' prefix for the text model (None: no text).
 
+    ``image_encoder``: ``"cnn"`` a new SmallCNN that trains, or ``"efficientnet-lite0"`` the frozen ImageNet network.
+    """
+    from .models import ImageClassifier, SmallCNN, TextClassifier, TextEncoder, build_fusion_model
+    from .pretrained import load_image_encoder
+
+    images = SmallCNN(channels) if image_encoder == "cnn" else load_image_encoder(channels)
     if kind == "image":
-        return ImageClassifier(SmallCNN(channels), n_classes), None
+        return ImageClassifier(images, n_classes), None
     if kind == "text":
         model, prefix = TextClassifier(TextEncoder(encoder), n_classes), "encoder"
     else:
         model = build_fusion_model(kind, encoder, n_classes, in_channels=channels, cls_id=tokenizer.cls_token_id,
-                                   sep_id=tokenizer.sep_token_id)
+                                   sep_id=tokenizer.sep_token_id, image_encoder=images)
         prefix = "text_encoder"
     if freeze_text:
         getattr(model, prefix).requires_grad_(False)
@@ -166,7 +175,8 @@ def load_model(out: str | Path, device="cpu"):
     if config["fusion"] != "image":
         tokenizer, encoder, _ = pretrained.load_text_model(meta["text_model"])
     channels = 1 if config["data"].lower() == "synthscan" else config["channels"]
-    model, _ = build_model(config["fusion"], len(meta["class_names"]), channels, encoder, tokenizer, False)
+    model, _ = build_model(config["fusion"], len(meta["class_names"]), channels, encoder, tokenizer, False,
+                           config.get("image_encoder", "cnn"))
     return train.load_checkpoint(model, out / "model.pt", device).eval(), meta["class_names"]
 
 
@@ -196,7 +206,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     if checkpoint.exists() and not args.resume:
         raise SystemExit(f"{checkpoint} exists from an earlier run; pass --resume to continue it, or another --out.")
     if args.resume and checkpoint.exists():
-        before = {"rule": "sum", **json.loads((out / "config.json").read_text())}  # runs older than --rule: sum
+        # runs from before --rule and --image-encoder existed used the sum rule and the CNN
+        before = {"rule": "sum", "image_encoder": "cnn", **json.loads((out / "config.json").read_text())}
         changed = {k: (before.get(k), v) for k, v in config.items() if before.get(k) != v}
         if changed:
             raise SystemExit(f"--resume: these settings differ from the checkpoint's run {changed}; "
@@ -214,7 +225,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     set_seed(args.seed)
     channels = 1 if args.data.lower() == "synthscan" else args.channels
     model, prefix = build_model(args.fusion, len(train_set.class_names), channels, encoder, tokenizer,
-                                args.freeze_text)
+                                args.freeze_text, args.image_encoder)
     loaders = [make_loader(s, tokenizer, args.batch_size, shuffle=sh, seed=args.seed, device=acc.device)
                for s, sh in ((train_set, True), (val_set, False))]
     acc.print(f"{args.fusion} on {args.data}: {len(train_set)}/{len(val_set)}/{len(test_set)} train/val/test, "
