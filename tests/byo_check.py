@@ -10,6 +10,7 @@ colour ones as RGB and read with ``CHANNELS = 3``. ``--slice`` runs the binary a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -44,10 +45,15 @@ SHAPES = {
                        note="long"),
     "odd_names": dict(classes={"benign lesion": ["cell"], "Läsion (maligne)": ["retina"], "naïve café": ["coffee"]},
                       rows=150, channels=3),
+    # an interaction task (issue 19): the note claims what the photo shows, the label says whether the claim is true;
+    # the photo alone or the note alone says nothing about it
+    "claims": dict(claims={"brick": "a brick wall", "coffee": "a cup of coffee", "chelsea": "a cat",
+                           "coins": "coins", "grass": "grass", "rocket": "a rocket"}, rows=600, channels=3),
 }
 SLICE = ["binary", "ten_rgb"]
 
 
+@functools.cache
 def _source(name: str) -> np.ndarray:
     from skimage import data
 
@@ -70,6 +76,8 @@ def build(shape: str, out: Path, seed: int = 0) -> Path:
         return csv
     spec = SHAPES[shape]
     rng = np.random.default_rng(seed)
+    if "claims" in spec:
+        return _build_claims(spec, out, csv, rng)
     names = list(spec["classes"])
     weights = spec.get("weights", [1 / len(names)] * len(names))
     labels = np.concatenate([np.arange(len(names)), rng.choice(len(names), spec["rows"] - len(names), p=weights)])
@@ -89,6 +97,34 @@ def build(shape: str, out: Path, seed: int = 0) -> Path:
         rows.append((path, _note(names[y], names, spec.get("note", "normal"), rng), names[y]))
     import pandas as pd
 
+    pd.DataFrame(rows, columns=["image", "text", "label"]).to_csv(csv, index=False)
+    return csv
+
+
+def _crop(img: np.ndarray, rng) -> np.ndarray:
+    """A random square crop of 30-60 % of the shorter side, mirrored half of the time."""
+    side = int(min(img.shape[:2]) * rng.uniform(0.3, 0.6))
+    top, left = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
+    crop = img[top:top + side, left:left + side]
+    return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+
+
+def _build_claims(spec: dict, out: Path, csv: Path, rng) -> Path:
+    """Photo crops with a note that claims what the photo shows: the true thing (label ``match``) or another of the
+    sources (``mismatch``): each source half of the time each way, and every claim equally likely under both labels."""
+    import pandas as pd
+    from PIL import Image
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    names, rows = list(spec["claims"]), []
+    for i in range(spec["rows"]):
+        src, match = names[i % len(names)], bool(i // len(names) % 2)
+        said = src if match else rng.choice([n for n in names if n != src])
+        Image.fromarray(_crop(_source(src), rng)).save(out / f"images/{i:05d}.png")
+        words = [f"the photo shows {spec['claims'][said]}"] + list(rng.choice(FILLER, 2, replace=False))
+        rng.shuffle(words)
+        rows.append((f"images/{i:05d}.png", ". ".join(w.capitalize() for w in words) + ".",
+                     "match" if match else "mismatch"))
     pd.DataFrame(rows, columns=["image", "text", "label"]).to_csv(csv, index=False)
     return csv
 

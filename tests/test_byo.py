@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from byo_check import NOTEBOOKS, ROOT, SLICE, report, run
+from visfuse_utils import data, pretrained, recipes, train
+
+from byo_check import NOTEBOOKS, ROOT, SLICE, build, report, run
 
 FOLDER = ROOT / "build" / "byo"
 
@@ -41,3 +43,21 @@ def test_notebook_07_refuses_a_user_dataset_and_says_why(monkeypatch):
     monkeypatch.setenv("VISFUSE_BUILD", "")
     ok, seconds, error = run("binary", "07_report_generation", FOLDER)
     assert not ok and "DataError" in error and "notebook 07 checks generated reports against SynthScan" in error, error
+
+
+@pytest.mark.slow
+def test_on_a_claims_csv_the_recommended_fusion_beats_either_modality_by_10_points():
+    """Issue 19 on real photos: the note claims what the photo shows, the label says whether that is true (neither
+    alone says anything). The README's recommendation, bilinear fusion on frozen pretrained encoders (notebook 04's
+    section 8 on a CSV), must beat the better single modality by at least 10 points."""
+    d = data.load_data(str(build("claims", FOLDER / "claims")), n=0, seed=0, image_size=64, channels=3)
+    tr, va, te = data.split(d, seed=0)
+    tok, hf, _ = pretrained.load_text_model()
+    effnet = pretrained.load_image_encoder(3)
+    feats = recipes.frozen_features({"train": tr, "val": va, "test": te}, tok, hf, effnet)
+    acc = {}
+    for kind in ("image", "text", "bilinear"):
+        model, _ = recipes.frozen_fusion(kind, feats, effnet, hf, tok, len(d.class_names), seed=0, epochs=40)
+        acc[kind] = train.evaluate(model, feats["test"].without("images").batches(256))["accuracy"]
+    print(acc)
+    assert acc["bilinear"] >= max(acc["image"], acc["text"]) + 0.10, acc

@@ -119,3 +119,53 @@ def test_encode_texts_encodes_each_distinct_text_once(tiny_bert, monkeypatch):
     out = F.encode_texts(enc, tokenizer, texts)
     assert sum(seen) == 3 and out.shape == (6, 32)
     assert torch.equal(out[0], out[2]) and torch.equal(out[1], out[4]) and not torch.equal(out[0], out[1])
+
+
+def varied_loader(n=10):
+    """Notes of 4 to 13 word pieces, so that every batch of 4 is padded to its own longest note."""
+    g = torch.Generator().manual_seed(1)
+    items = []
+    for i in range(n):
+        ids = torch.randint(5, 120, (4 + i,), generator=g)
+        ids[0], ids[-1] = EMPTY
+        items.append({"image": torch.randn(1, 32, 32, generator=g), "input_ids": ids, "label": i % 3, "index": i})
+    return torch.utils.data.DataLoader(items, batch_size=4, collate_fn=collate)
+
+
+def cross_model(tiny_bert):
+    model = M.build_fusion_model("cross_attention", tiny_bert, n_classes=3, cls_id=EMPTY[0], sep_id=EMPTY[1]).eval()
+    return model.requires_grad_(False)
+
+
+def test_cached_maps_and_word_states_give_cross_attention_the_same_logits(tiny_bert):
+    model = cross_model(tiny_bert)
+    cached = F.cache_features({"test": varied_loader()}, model.image_encoder, model.text_encoder, empty_note=EMPTY,
+                              maps=True)["test"]
+    assert cached.token_states.shape == (10, 13, 32) and cached.token_mask.sum(1).tolist() == list(range(4, 14))
+    assert cached.image_maps.shape[:2] == (10, model.image_encoder.map_channels)
+    plain = F.cache_features({"test": varied_loader()}, model.image_encoder, model.text_encoder,
+                             empty_note=EMPTY)["test"]
+    torch.testing.assert_close(cached.text_features, plain.text_features, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        raw = torch.cat([model(b) for b in varied_loader()])
+        fast = torch.cat([model(b) for b in cached.without("image_features", "text_features").batches(3)])
+    torch.testing.assert_close(raw, fast, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_maps_are_refused_by_a_model_whose_encoder_trains(tiny_bert):
+    model = cross_model(tiny_bert)
+    cached = F.cache_features({"test": varied_loader()}, model.image_encoder, model.text_encoder, empty_note=EMPTY,
+                              maps=True)["test"]
+    model.image_encoder.requires_grad_(True)
+    with pytest.raises(ValueError, match="trains its image encoder, so cached image_map are stale"):
+        model(next(iter(cached.without("image_features", "text_features").batches(4))))
+
+
+def test_probe_accuracy_reads_a_linear_label_and_not_a_random_one():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=g)
+    x[:, 2] += torch.sign(x[:, 2])  # a margin of 2 around the boundary
+    y = (x[:, 2] > 0).long()
+    assert F.probe_accuracy(x[:300], y[:300], x[300:], y[300:]) == 1.0
+    noise = torch.randint(0, 2, (400,), generator=g)
+    assert F.probe_accuracy(x[:300], noise[:300], x[300:], noise[300:]) < 0.65

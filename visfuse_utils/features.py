@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data import BLANK_PIXEL, MAX_LENGTH
+from .models import masked_mean
 
 
 @dataclass
@@ -22,7 +24,9 @@ class FeatureSet:
 
     ``image_features`` / ``text_features`` are N x d (None when that encoder was not cached);
     ``images`` holds the normalised scans too, for an image encoder that still trains
-    (``keep_images``); ``blank`` maps ``"image"`` / ``"text"`` to 1 x d features.
+    (``keep_images``); ``blank`` maps ``"image"`` / ``"text"`` to 1 x d features. With ``maps=True``
+    ``image_maps`` (N x C x h x w) and ``token_states`` (N x T x H, zero-padded, ``token_mask`` N x T)
+    keep what cross-attention reads, so it too trains on frozen encoders without running them.
     """
 
     labels: torch.Tensor
@@ -30,6 +34,9 @@ class FeatureSet:
     image_features: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
     images: torch.Tensor | None = None
+    image_maps: torch.Tensor | None = None
+    token_states: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
     blank: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -38,6 +45,7 @@ class FeatureSet:
     def columns(self) -> dict[str, torch.Tensor]:
         """The per-sample tensors a batch is sliced from."""
         cols = {"image_features": self.image_features, "text_features": self.text_features, "image": self.images,
+                "image_map": self.image_maps, "token_states": self.token_states, "attention_mask": self.token_mask,
                 "label": self.labels, "index": self.index}
         return {k: v for k, v in cols.items() if v is not None}
 
@@ -81,7 +89,7 @@ class FeatureBatches:
 
 @torch.no_grad()
 def cache_features(loaders: dict, image_encoder: nn.Module | None = None, text_encoder: nn.Module | None = None,
-                   *, empty_note: list[int] | None = None, keep_images: bool = False,
+                   *, empty_note: list[int] | None = None, keep_images: bool = False, maps: bool = False,
                    device="cpu") -> dict[str, FeatureSet]:
     """Run frozen encoders once over every split's loader: ``{split: FeatureSet}``.
 
@@ -89,7 +97,9 @@ def cache_features(loaders: dict, image_encoder: nn.Module | None = None, text_e
     features already there are kept, so the costly text encoder runs once). ``empty_note`` is
     ``data.empty_note(tokenizer)``, needed to compute the empty note's features.
     ``keep_images=True`` also keeps the scans, for an image encoder that still trains (train it on
-    ``without("image_features")``). The encoders are put in eval mode; nothing else about them changes.
+    ``without("image_features")``). ``maps=True`` also keeps the image encoder's last feature map and
+    the text encoder's token states (``interaction.CrossAttentionFusion`` reads them). The encoders are put
+    in eval mode; nothing else about them changes.
     """
     device = torch.device(device)
     encoders = [e for e in (image_encoder, text_encoder) if e is not None]
@@ -97,7 +107,8 @@ def cache_features(loaders: dict, image_encoder: nn.Module | None = None, text_e
         enc.to(device).eval()
     out = {}
     for split, loader in loaders.items():
-        rows: dict[str, list] = {"image_features": [], "text_features": [], "image": [], "label": [], "index": []}
+        rows: dict[str, list] = {"image_features": [], "text_features": [], "image": [], "label": [], "index": [],
+                                 "image_map": [], "token_states": [], "attention_mask": []}
         for batch in loader:
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             if keep_images:
@@ -106,15 +117,25 @@ def cache_features(loaders: dict, image_encoder: nn.Module | None = None, text_e
                 rows["image_features"].append(batch["image_features"].cpu())
             elif image_encoder is not None:
                 rows["image_features"].append(image_encoder(batch["image"]).float().cpu())
+            states = None
+            if maps:  # token states once: the pooled text features are their masked mean (TextEncoder.forward)
+                rows["image_map"].append(image_encoder.feature_map(batch["image"]).float().cpu())
+                states = text_encoder.token_states(batch["input_ids"], batch["attention_mask"]).float()
+                rows["token_states"].append(states.cpu())
+                rows["attention_mask"].append(batch["attention_mask"].cpu())
             if "text_features" in batch:
                 rows["text_features"].append(batch["text_features"].cpu())
             elif text_encoder is not None:
-                rows["text_features"].append(text_encoder(batch["input_ids"], batch["attention_mask"]).float().cpu())
+                pooled = masked_mean(states, batch["attention_mask"]) if states is not None else \
+                    text_encoder(batch["input_ids"], batch["attention_mask"]).float()
+                rows["text_features"].append(pooled.cpu())
             rows["label"].append(batch["label"].cpu())
             rows["index"].append(batch["index"].cpu())
-        cat = {k: torch.cat(v) if v else None for k, v in rows.items()}
+        cat = {k: torch.cat(_pad(v) if k in ("token_states", "attention_mask") else v) if v else None
+               for k, v in rows.items()}
         out[split] = FeatureSet(labels=cat["label"], index=cat["index"], image_features=cat["image_features"],
-                                text_features=cat["text_features"], images=cat["image"])
+                                text_features=cat["text_features"], images=cat["image"], image_maps=cat["image_map"],
+                                token_states=cat["token_states"], token_mask=cat["attention_mask"])
     first = next(iter(out.values()), None)
     source = getattr(next(iter(loaders.values()), None), "features", None)  # FeatureBatches: keep its blanks
     blank = dict(source.blank) if isinstance(source, FeatureSet) else {}
@@ -129,6 +150,23 @@ def cache_features(loaders: dict, image_encoder: nn.Module | None = None, text_e
     for fs in out.values():
         fs.blank = dict(blank)
     return out
+
+
+def _pad(chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Batches padded with zeros along dimension 1 to the longest (each batch's notes were padded to its own)."""
+    longest = max(c.shape[1] for c in chunks)
+    return [nn.functional.pad(c, (0, 0) * (c.dim() - 2) + (0, longest - c.shape[1])) for c in chunks]
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """Test accuracy of a linear probe (standardised features, logistic regression) fitted on frozen features:
+    how much of ``*_y`` the features already hold, with no network trained (Alain & Bengio 2016)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(probe.fit(np.asarray(train_x), np.asarray(train_y)).score(np.asarray(test_x), np.asarray(test_y)))
 
 
 def _image_shape(loaders: dict) -> tuple[int, ...]:

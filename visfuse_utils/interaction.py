@@ -59,7 +59,8 @@ class CrossAttentionFusion(nn.Module):
     Regions: the CNN's last feature map max-pooled to ``grid x grid`` cells (as ``TokenFusion``), projected,
     with a learned position each. Every word's query weighs the regions, so what the scan contributes
     depends on what the note says. Output: the masked mean over the note's tokens of [word, what it read].
-    Needs the encoders (word states and feature maps), not pooled features.
+    Needs the encoders' feature maps and word states, not pooled features: computed here, or read from a
+    batch of ``features.cache_features(..., maps=True)`` when both encoders are frozen.
     """
 
     needs_encoders = True
@@ -75,10 +76,13 @@ class CrossAttentionFusion(nn.Module):
         self.last_weights: torch.Tensor | None = None  # B x words x regions, averaged over heads: for plots
 
     def forward(self, image_encoder, text_encoder, batch: dict) -> torch.Tensor:
-        fmap = nn.functional.adaptive_max_pool2d(image_encoder.feature_map(batch["image"]), self.grid)
+        fmap = batch["image_map"] if "image_map" in batch else image_encoder.feature_map(batch["image"])
+        fmap = nn.functional.adaptive_max_pool2d(fmap, self.grid)
         regions = self.regions(fmap.flatten(2).transpose(1, 2)) + self.region_pos
         mask = batch["attention_mask"]
-        words = self.words(text_encoder.token_states(batch["input_ids"], mask))
+        states = batch["token_states"] if "token_states" in batch else text_encoder.token_states(batch["input_ids"],
+                                                                                                  mask)
+        words = self.words(states)
         read, weights = self.attend(words, regions, regions, need_weights=True)
         self.last_weights = weights.detach()
         return masked_mean(torch.cat([words, read], dim=-1), mask)

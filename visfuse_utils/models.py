@@ -291,16 +291,19 @@ class FusionClassifier(nn.Module):
         self.modality_dropout = modality_dropout
         self.cls_id, self.sep_id = cls_id, sep_id
 
-    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled (image, text) features: precomputed ones when the batch has them.
-
-        Cached features come from frozen encoders; an encoder that trains (a CNN fine-tuned inside the
-        fusion) has moved away from them, so a batch with its cached features is refused.
-        """
-        for key, encoder in (("image_features", self.image_encoder), ("text_features", self.text_encoder)):
+    def check_cache(self, batch: dict) -> None:
+        """Cached features come from frozen encoders; an encoder that trains (a CNN fine-tuned inside the
+        fusion) has moved away from them, so a batch with its cached features is refused."""
+        for key, modality in (("image_features", "image"), ("image_map", "image"), ("text_features", "text"),
+                              ("token_states", "text")):
+            encoder = self.image_encoder if modality == "image" else self.text_encoder
             if key in batch and any(p.requires_grad for p in encoder.parameters()):
-                raise ValueError(f"this model trains its {key.split('_')[0]} encoder, so cached {key} are stale "
+                raise ValueError(f"this model trains its {modality} encoder, so cached {key} are stale "
                                  f"for it; give it the raw inputs (FeatureSet.without({key!r})).")
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled (image, text) features: precomputed ones when the batch has them."""
+        self.check_cache(batch)
         h_img = batch["image_features"] if "image_features" in batch else self.image_encoder(batch["image"])
         h_txt = batch["text_features"] if "text_features" in batch else \
             self.text_encoder(batch["input_ids"], batch["attention_mask"])
@@ -310,6 +313,7 @@ class FusionClassifier(nn.Module):
         if self.training and self.modality_dropout > 0:
             batch = drop_modalities(batch, self.modality_dropout, self.sep_id)
         if getattr(self.fusion, "needs_encoders", False):
+            self.check_cache(batch)
             return self.head(self.fusion(self.image_encoder, self.text_encoder, batch))
         return self.head(self.fusion(*self.encode(batch)))
 

@@ -12,7 +12,7 @@ fusion reads the scan and the note as a sentence pair).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -20,7 +20,16 @@ from torch import nn
 from . import Profile, set_seed, store
 from .data import MAX_LENGTH, MultimodalData, empty_note, make_loader
 from .features import FeatureSet, cache_features, encode_texts
-from .models import FusionClassifier, ImageClassifier, SmallCNN, TextClassifier, TextEncoder, build_fusion_model
+from .models import (
+    FUSIONS,
+    FusionClassifier,
+    ImageClassifier,
+    SmallCNN,
+    TextClassifier,
+    TextEncoder,
+    build_fusion_model,
+    mlp_head,
+)
 from .train import History, fit
 
 FUSION_RECIPES = ("late", "late_learned", "concat", "gated", "concat_ft", "token")
@@ -167,6 +176,64 @@ def fusion(kind: str, ex: Experts, train_set: MultimodalData, val_set: Multimoda
         return fit(model, tr.batches(batch, shuffle=True, seed=seed), va.batches(256), **common)
 
     return store.load_or_train(f"fusion_{kind}", config, build, train)
+
+
+class _OneModality(nn.Module):
+    """A "fusion" that passes one modality's pooled features on: the unimodal rung of a frozen-feature ladder."""
+
+    def __init__(self, modality: str, dim: int):
+        super().__init__()
+        self.modality, self.out_dim = modality, dim
+
+    def forward(self, h_img: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
+        return h_img if self.modality == "image" else h_txt
+
+
+def frozen_features(splits: dict[str, MultimodalData], tokenizer, hf_encoder: nn.Module, image_encoder: nn.Module,
+                    device="cpu", batch_size: int = 64,
+                    text_from: dict[str, FeatureSet] | None = None) -> dict[str, FeatureSet]:
+    """Every split's features from ``image_encoder`` and the text model as pretrained (no task training), frozen,
+    with feature maps and token states for cross-attention: the feature source of notebook 04's section 8.
+
+    ``text_from``: an earlier result whose text columns are reused; then only the image encoder runs (pooled
+    features, no maps: for comparing image encoders under one text encoder).
+    """
+    if text_from is not None:
+        loaders = {k: make_loader(s, None, 256, device=device) for k, s in splits.items()}
+        images = cache_features(loaders, image_encoder, device=device)
+        return {k: replace(text_from[k], image_features=images[k].image_features, image_maps=None,
+                           blank={**text_from[k].blank, "image": images[k].blank["image"]}) for k in splits}
+    text_encoder = TextEncoder(copy.deepcopy(hf_encoder)).freeze()
+    loaders = {k: make_loader(s, tokenizer, batch_size, device=device) for k, s in splits.items()}
+    return cache_features(loaders, image_encoder, text_encoder, empty_note=empty_note(tokenizer), maps=True,
+                          device=device)
+
+
+def frozen_fusion(kind: str, feats: dict[str, FeatureSet], image_encoder: nn.Module, hf_encoder: nn.Module,
+                  tokenizer, n_classes: int, *, seed: int, epochs: int, device="cpu",
+                  progress: bool = False) -> tuple[FusionClassifier, History]:
+    """A head on ``frozen_features``: ``"image"`` or ``"text"`` alone, or a fusion of ``models.FUSIONS`` but token.
+
+    Both encoders stay frozen, so the head trains on the cached vectors (maps and token states for
+    cross-attention) in seconds, as notebook 04's heads do (lr 2e-3, patience 6); not stored.
+    """
+    if kind == "token" or kind not in (*FUSIONS, "image", "text"):
+        raise ValueError(f"frozen_fusion trains a head on frozen features; kind must be 'image', 'text' or one of "
+                         f"{', '.join(k for k in FUSIONS if k != 'token')}, got {kind!r}")
+    set_seed(seed)
+    model = build_fusion_model("concat" if kind in ("image", "text") else kind, copy.deepcopy(hf_encoder), n_classes,
+                               cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+                               image_encoder=image_encoder)
+    if kind in ("image", "text"):
+        dim = model.image_encoder.out_dim if kind == "image" else model.text_encoder.out_dim
+        model.fusion, model.head = _OneModality(kind, dim), mlp_head(dim, n_classes)
+    model.image_encoder.requires_grad_(False)
+    model.text_encoder.requires_grad_(False)
+    drop = ("images",) if kind == "cross_attention" else ("images", "image_maps", "token_states", "token_mask")
+    tr, va = (feats[k].without(*drop) for k in ("train", "val"))
+    history = fit(model, tr.batches(128, shuffle=True, seed=seed), va.batches(256), epochs=epochs, lr=2e-3,
+                  patience=6, device=device, desc=kind, progress=progress)
+    return model, history
 
 
 def contrastive(train_set: MultimodalData, val_set: MultimodalData, tokenizer, hf_encoder: nn.Module, *,
