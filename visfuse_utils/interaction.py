@@ -56,8 +56,9 @@ class FiLMFusion(nn.Module):
 class CrossAttentionFusion(nn.Module):
     """Note tokens attend to image regions (one direction of ViLBERT's co-attention), one attention layer.
 
-    Regions: the CNN's last feature map max-pooled to ``grid x grid`` cells (as ``TokenFusion``), projected,
-    with a learned position each. Every word's query weighs the regions, so what the scan contributes
+    Regions: the image encoder's last feature map max-pooled to ``grid x grid`` cells (as ``TokenFusion``; a
+    smaller map, such as EfficientNet's 2 x 2 on a 64 px scan, is repeated to fill the grid), projected, with a
+    learned position each. Every word's query weighs the regions, so what the scan contributes
     depends on what the note says. Output: the masked mean over the note's tokens of [word, what it read].
     Needs the encoders' feature maps and word states, not pooled features: computed here, or read from a
     batch of ``features.cache_features(..., maps=True)`` when both encoders are frozen.
