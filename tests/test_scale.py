@@ -154,6 +154,9 @@ def test_datasets_bridge_built_locally(tmp_path, photo_csv):
     empty = ds.map(lambda r, i: {"note": "" if i == 2 else r["note"]}, with_indices=True)
     with pytest.raises(D.DataError, match=r"row 2, column 'note': the text is empty"):
         lazydata.from_hf(empty, "img", "note", "y")
+    cats = ds.filter(lambda r: r["y"] == 0)
+    with pytest.raises(D.DataError, match=r"'y' holds only one class \('cat'\).*add rows of another class"):
+        lazydata.from_hf(cats, "img", "note", "y")
 
 
 def test_large_profile_reports_claims_without_stopping():

@@ -112,7 +112,8 @@ def from_hf(ds, image_col: str = "image", text_col: str = "text", label_col: str
     if hasattr(feature, "names"):  # ClassLabel
         labels, class_names = np.asarray(raw, np.int64), list(feature.names)
         if len(set(raw)) < 2:
-            raise DataError(f"{source}: column {label_col!r} holds only one class; a classifier needs two.")
+            raise DataError(f"{source}: column {label_col!r} holds only one class ({feature.names[raw[0]]!r}); "
+                            "a classifier needs at least two: add rows of another class.")
     else:
         labels, class_names = class_index([str(v).strip() for v in raw], source, label_col)
     return LazyData([t.strip() for t in texts], labels, class_names, source, image_size, channels,

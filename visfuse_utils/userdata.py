@@ -56,7 +56,7 @@ def class_index(raw_labels: list[str], source: str, label_col: str) -> tuple[np.
     class_names = sorted(set(raw_labels), key=class_order)
     if len(class_names) < 2:
         raise DataError(f"{source}: column {label_col!r} holds only one class ({class_names[0]!r}); "
-                        "a classifier needs at least two.")
+                        "a classifier needs at least two: add rows of another class.")
     index = {c: k for k, c in enumerate(class_names)}
     return np.array([index[c] for c in raw_labels], np.int64), class_names
 
